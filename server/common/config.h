@@ -1,0 +1,171 @@
+// The arguments of a yolohook job, with Ultralytics' names and defaults.
+//
+// A Config is what `yolohook train data=shapes epochs=3` means, and what a
+// remote client sends as SubmitJobRequest.args. Every field is settable by its
+// key=value name through ApplyArgs(); unknown keys and bad values are errors
+// that name the argument (and, for an unknown key, the closest valid one).
+#ifndef YOLOHOOK_SERVER_COMMON_CONFIG_H_
+#define YOLOHOOK_SERVER_COMMON_CONFIG_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace yolohook {
+
+// The job modes. Their names are the CLI's first word.
+enum class Mode { kTrain, kVal, kPredict, kExport };
+
+absl::string_view ModeName(Mode mode);
+// Returns INVALID_ARGUMENT naming the valid modes.
+absl::StatusOr<Mode> ModeFromName(absl::string_view name);
+
+struct Config {
+  // --- What to run on.
+  std::string model = "yolov8n";  // yolov8{n,s,m}[.yaml] (new), a .pt
+                                  // checkpoint, or an .onnx file
+  std::string data =
+      "shapes";        // a data.yaml path, or "shapes" for the built-in dataset
+  std::string source;  // predict: image, folder, glob, .txt list or video file
+  std::string data_dir;  // datasets and runs live here ("" = $YOLOHOOK_DATA_DIR
+                         // or ~/.yolohook)
+  std::string device = "cpu";  // only "cpu": these builds have no accelerator
+  int threads = 0;             // LibTorch intra-op threads (0 = all cores)
+
+  // --- Training loop.
+  int epochs = 100;  // epochs to train
+  int patience =
+      100;           // epochs without fitness improvement before early stopping
+  int batch = 16;    // images per batch
+  int imgsz = 640;   // square input size, a multiple of 32
+  bool save = true;  // save checkpoints (train) or annotated images (predict)
+  int save_period =
+      -1;           // also save weights/epochN.pt every N epochs (-1 = never)
+  int workers = 2;  // data loading threads
+  std::string
+      project;  // parent of run directories ("" = {data_dir}/runs/detect)
+  std::string
+      name;  // run directory name ("" = the mode's name: train, val, ...)
+  bool exist_ok =
+      false;  // reuse an existing run directory instead of numbering a new one
+  std::string optimizer = "auto";  // SGD, AdamW or auto (Ultralytics' rule)
+  bool verbose = true;             // print per-epoch progress and tables
+  int seed = 0;           // seed for weights init, shuffling and augmentation
+  bool cos_lr = false;    // cosine instead of linear learning-rate decay
+  int close_mosaic = 10;  // disable mosaic for the last N epochs
+  std::string resume;  // "true" resumes {project}/{name}/weights/last.pt, or a
+                       // last.pt path
+  double fraction = 1.0;  // fraction of the training set to use
+  bool val = true;        // validate every epoch
+  bool plots = true;      // write results.png
+
+  // --- Validation and prediction.
+  std::string split =
+      "val";  // dataset split validated by `val`: val, test or train
+  double conf =
+      -1;  // confidence threshold (-1 = 0.25 for predict, 0.001 for val)
+  double iou = 0.7;           // NMS IoU threshold
+  int max_det = 300;          // detections kept per image
+  bool agnostic_nms = false;  // class-agnostic NMS
+  std::vector<int> classes;   // keep only these class ids (empty = all)
+  int vid_stride = 1;         // predict every Nth video frame
+  bool save_txt = false;      // predict: write labels/*.txt
+  bool save_conf = false;     // predict: append confidence to saved labels
+  bool show_labels = true;    // predict: draw class names on saved images
+  bool show_conf = true;      // predict: draw confidences on saved images
+  int line_width = 0;         // predict: box line width (0 = from image size)
+
+  // --- Export.
+  std::string format = "onnx";  // export format (onnx)
+  int opset = 12;               // ONNX opset
+
+  // --- Hyperparameters (tunable while training; see HyperparameterNames()).
+  double lr0 = 0.01;             // initial learning rate
+  double lrf = 0.01;             // final learning rate as a fraction of lr0
+  double momentum = 0.937;       // SGD momentum / Adam beta1
+  double weight_decay = 0.0005;  // weight decay of convolution weights
+  double warmup_epochs = 3.0;    // warmup length in epochs (fractions allowed)
+  double warmup_momentum = 0.8;  // momentum at the start of warmup
+  double warmup_bias_lr = 0.1;   // bias learning rate at the start of warmup
+  double box = 7.5;              // box (CIoU) loss gain
+  double cls = 0.5;              // classification (BCE) loss gain
+  double dfl = 1.5;              // distribution focal loss gain
+  int nbs = 64;            // nominal batch size: gradients accumulate to it
+  double hsv_h = 0.015;    // hue augmentation (fraction)
+  double hsv_s = 0.7;      // saturation augmentation (fraction)
+  double hsv_v = 0.4;      // value augmentation (fraction)
+  double degrees = 0.0;    // rotation augmentation (degrees)
+  double translate = 0.1;  // translation augmentation (fraction)
+  double scale = 0.5;      // scale augmentation (gain)
+  double shear = 0.0;      // shear augmentation (degrees)
+  double fliplr = 0.5;     // horizontal flip probability
+  double flipud = 0.0;     // vertical flip probability
+  double mosaic = 1.0;     // mosaic probability
+
+  // The confidence threshold for `mode`, resolving conf=-1.
+  double ConfFor(Mode mode) const;
+};
+
+// One accepted key=value argument, for help texts and args.yaml.
+struct ArgInfo {
+  std::string name;  // the key
+  std::string help;  // one line
+  std::string default_value;
+};
+
+// All keys in the order of args.yaml.
+const std::vector<ArgInfo>& ArgInfos();
+
+// Parses "key=value" words (the CLI's form). Errors: INVALID_ARGUMENT naming
+// the word that is not key=value.
+absl::StatusOr<std::map<std::string, std::string>> ParseKeyValues(
+    const std::vector<std::string>& words);
+
+// Applies key=value arguments to `config`, in key order. Errors:
+// INVALID_ARGUMENT for an unknown key (naming the closest valid one) or a bad
+// value (naming the key, the value and what is accepted). `warnings` (optional)
+// receives adjustments, such as imgsz rounded up to a multiple of 32.
+absl::Status ApplyArgs(const std::map<std::string, std::string>& args,
+                       Config& config,
+                       std::vector<std::string>* warnings = nullptr);
+
+// The value of `key` in `config` as text. NOT_FOUND for an unknown key.
+absl::StatusOr<std::string> GetArg(const Config& config, absl::string_view key);
+
+// Every argument as key -> text, in ArgInfos() order.
+std::vector<std::pair<std::string, std::string>> ConfigToPairs(
+    const Config& config);
+
+// args.yaml content (Ultralytics' layout: one "key: value" line per argument).
+std::string ConfigToYaml(const Config& config);
+
+// Reads an args.yaml written by ConfigToYaml back into a Config.
+absl::StatusOr<Config> ConfigFromYaml(absl::string_view yaml);
+
+// Names of the numeric hyperparameters a callback may change while training.
+const std::vector<std::string>& HyperparameterNames();
+
+// Reads and writes one hyperparameter by name. Errors: INVALID_ARGUMENT for an
+// unknown name (naming the closest), a non-finite value, or one out of range.
+absl::StatusOr<double> GetHyperparameter(const Config& config,
+                                         absl::string_view name);
+absl::Status SetHyperparameter(Config& config, absl::string_view name,
+                               double value);
+
+// The directory for datasets and runs: config.data_dir, else
+// $YOLOHOOK_DATA_DIR, else $HOME/.yolohook.
+std::string ResolveDataDir(const Config& config);
+
+// The candidate in `candidates` closest to `word` by edit distance, or "" if
+// none is close enough to be a plausible typo.
+std::string ClosestMatch(absl::string_view word,
+                         const std::vector<std::string>& candidates);
+
+}  // namespace yolohook
+
+#endif  // YOLOHOOK_SERVER_COMMON_CONFIG_H_

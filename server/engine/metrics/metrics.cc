@@ -314,6 +314,10 @@ Summary DetectionMetrics::Compute() const {
     return predictions_[a].conf > predictions_[b].conf;
   });
 
+  // Per class, its predictions in that order.
+  std::vector<std::vector<size_t>> by_class(names_.size());
+  for (size_t idx : order) by_class[predictions_[idx].cls].push_back(idx);
+
   const std::vector<double> x = Linspace01(kCurvePoints);
   const size_t nk = classes.size();
   std::vector<std::vector<double>> p_curve(
@@ -331,9 +335,8 @@ Summary DetectionMetrics::Compute() const {
     std::array<std::vector<double>, kNumIouThresholds> precision;
     std::array<double, kNumIouThresholds> tpc{};
     std::array<double, kNumIouThresholds> fpc{};
-    for (size_t idx : order) {
+    for (size_t idx : by_class[c]) {
       const Prediction& pred = predictions_[idx];
-      if (pred.cls != c) continue;
       neg_conf.push_back(-static_cast<double>(pred.conf));
       for (int t = 0; t < kNumIouThresholds; ++t) {
         if (pred.tp[t]) {

@@ -110,12 +110,17 @@ torch::Tensor Bbox2Dist(const torch::Tensor& anchor_points,
 
 torch::Tensor Nms(const torch::Tensor& boxes, const torch::Tensor& scores,
                   double iou_threshold) {
+  return Nms(boxes, scores, iou_threshold, /*max_keep=*/-1);
+}
+
+torch::Tensor Nms(const torch::Tensor& boxes, const torch::Tensor& scores,
+                  double iou_threshold, int64_t max_keep) {
   const int64_t n = boxes.size(0);
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4,
               "Nms: boxes must be (N,4), got ", boxes.sizes());
   TORCH_CHECK(scores.dim() == 1 && scores.size(0) == n,
               "Nms: scores must be (N), got ", scores.sizes());
-  if (n == 0) return torch::empty({0}, torch::kLong);
+  if (n == 0 || max_keep == 0) return torch::empty({0}, torch::kLong);
 
   // Non-finite values (from a diverged model) must not break the orderings
   // below: NaN coordinates become 0 and NaN scores rank last.
@@ -161,6 +166,7 @@ torch::Tensor Nms(const torch::Tensor& boxes, const torch::Tensor& scores,
     const int64_t i = order[r];
     if (suppressed[i]) continue;
     keep.push_back(i);
+    if (max_keep > 0 && static_cast<int64_t>(keep.size()) >= max_keep) break;
     const double ix1 = bp[4 * i], iy1 = bp[4 * i + 1];
     const double ix2 = bp[4 * i + 2], iy2 = bp[4 * i + 3];
     // Candidates j need x1_j < ix2 and x2_j > ix1, hence x1_j > ix1 - max_w.
@@ -230,10 +236,8 @@ std::vector<torch::Tensor> NonMaxSuppression(const torch::Tensor& prediction,
       nms_boxes =
           nms_boxes + det.narrow(1, 5, 1).to(torch::kDouble) * options.max_wh;
     }
-    torch::Tensor keep = Nms(nms_boxes, det.select(1, 4), options.iou);
-    if (keep.size(0) > options.max_det) {
-      keep = keep.narrow(0, 0, std::max(options.max_det, 0));
-    }
+    const torch::Tensor keep = Nms(nms_boxes, det.select(1, 4), options.iou,
+                                   std::max<int64_t>(options.max_det, 0));
     output.push_back(det.index_select(0, keep));
   }
   return output;

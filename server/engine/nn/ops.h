@@ -71,6 +71,13 @@ std::vector<torch::Tensor> NonMaxSuppression(const torch::Tensor& prediction,
 torch::Tensor Nms(const torch::Tensor& boxes, const torch::Tensor& scores,
                   double iou_threshold);
 
+// As above, but stops once `max_keep` boxes are kept: the result is the first
+// max_keep indices of the full result (later boxes cannot change them), at a
+// fraction of the cost when most candidates would be kept. max_keep < 0 means
+// no limit.
+torch::Tensor Nms(const torch::Tensor& boxes, const torch::Tensor& scores,
+                  double iou_threshold, int64_t max_keep);
+
 }  // namespace yolohook::nn
 
 #endif  // YOLOHOOK_SERVER_ENGINE_NN_OPS_H_

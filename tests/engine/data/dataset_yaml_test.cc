@@ -74,6 +74,16 @@ TEST_F(DatasetYamlTest, PathIsRelativeToTheYamlDirectory) {
   EXPECT_EQ(spec->val, std::vector<std::string>{Path("images/val/d.bmp")});
 }
 
+TEST_F(DatasetYamlTest, AbsolutePathIsKept) {
+  absl::StatusOr<DatasetSpec> spec =
+      Load("path: " + root_ +
+               "\ntrain: images/train/a.jpg\nval: images/val\nnames: [a]\n",
+           "elsewhere/deeper/data.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->root, root_);
+  EXPECT_THAT(spec->train, ElementsAre(Path("images/train/a.jpg")));
+}
+
 TEST_F(DatasetYamlTest, DefaultPathIsTheYamlDirectory) {
   testing::WriteImage(Path("sub/images/x.png"), testing::Solid(8, 8));
   absl::StatusOr<DatasetSpec> spec =

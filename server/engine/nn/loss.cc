@@ -1,6 +1,7 @@
 #include "server/engine/nn/loss.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -157,6 +158,8 @@ DetectionLoss::DetectionLoss(int nc, int reg_max, AssignerOptions assigner)
 LossOutput DetectionLoss::Compute(const std::vector<torch::Tensor>& raw,
                                   const torch::Tensor& targets,
                                   const LossGains& gains) const {
+  TORCH_CHECK(raw.size() == DetectionModelImpl::kStrides.size(),
+              "DetectionLoss: expected 3 head maps, got ", raw.size());
   const int64_t b = raw[0].size(0);
   const int64_t no = 4 * reg_max_ + nc_;
   std::vector<torch::Tensor> flat;

@@ -358,6 +358,8 @@ std::vector<torch::Tensor> DetectionModelImpl::ForwardRaw(
 
 torch::Tensor DetectionModelImpl::Decode(
     const std::vector<torch::Tensor>& raw) const {
+  TORCH_CHECK(raw.size() == kStrides.size(),
+              "Decode: expected 3 head maps, got ", raw.size());
   const int64_t b = raw[0].size(0);
   const int64_t no = 4 * options_.reg_max + options_.nc;
   std::vector<torch::Tensor> flat;

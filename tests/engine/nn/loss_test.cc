@@ -251,6 +251,7 @@ TEST_F(DetectionLossTest, TryComputeRejectsBadInputs) {
       absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(loss_.TryCompute({raw[0]}, targets_, LossGains()).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_THROW(loss_.Compute({}, targets_, LossGains()), c10::Error);
 }
 
 }  // namespace

@@ -277,6 +277,8 @@ TEST(DetectionModelTest, ValidationRejectsBadOptionsAndInputs) {
                    .ok());
   DetectionModel model(TinyOptions(3));
   EXPECT_FALSE(model->CheckRaw({torch::zeros({1, 10, 2, 2})}).ok());
+  // Misuse throws (never crashes), for callers that catch at their edge.
+  EXPECT_THROW(model->Decode({}), c10::Error);
 }
 
 }  // namespace

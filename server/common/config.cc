@@ -362,6 +362,15 @@ absl::Status ApplyArgs(const std::map<std::string, std::string>& args,
   return absl::OkStatus();
 }
 
+absl::StatusOr<Config> MakeConfig(
+    Mode mode, const std::map<std::string, std::string>& args,
+    std::vector<std::string>* warnings) {
+  Config config;
+  if (mode == Mode::kPredict) config.batch = 1;
+  YH_RETURN_IF_ERROR(ApplyArgs(args, config, warnings));
+  return config;
+}
+
 absl::StatusOr<std::string> GetArg(const Config& config,
                                    absl::string_view key) {
   const Spec* spec = FindSpec(key);

@@ -134,6 +134,12 @@ absl::Status ApplyArgs(const std::map<std::string, std::string>& args,
                        Config& config,
                        std::vector<std::string>* warnings = nullptr);
 
+// A Config for `mode`: Ultralytics' per-mode defaults (predict: batch=1), then
+// `args`. Errors as ApplyArgs.
+absl::StatusOr<Config> MakeConfig(
+    Mode mode, const std::map<std::string, std::string>& args,
+    std::vector<std::string>* warnings = nullptr);
+
 // The value of `key` in `config` as text. NOT_FOUND for an unknown key.
 absl::StatusOr<std::string> GetArg(const Config& config, absl::string_view key);
 

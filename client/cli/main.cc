@@ -1,0 +1,135 @@
+// yolohook: the command line. Ultralytics' key=value syntax:
+//
+//   yolohook train data=shapes model=yolov8n epochs=3 imgsz=320
+//   yolohook val model=runs/detect/train/weights/best.pt data=shapes
+//   yolohook predict model=best.pt source=images/
+//   yolohook export model=best.pt format=onnx
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/config.h"
+#include "server/engine/version.h"
+#include "server/engine/yolo.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: yolohook [detect] MODE key=value ...
+
+MODE is train, val, predict or export. Arguments use Ultralytics' names and defaults:
+  yolohook train data=shapes model=yolov8n epochs=3 imgsz=320
+  yolohook val model=RUN/weights/best.pt data=shapes
+  yolohook predict model=RUN/weights/best.pt source=image.jpg|folder|'*.jpg'|list.txt|video.mp4
+  yolohook export model=RUN/weights/best.pt format=onnx imgsz=640
+
+Other commands:
+  yolohook args      every argument with its default and meaning
+  yolohook version   the version
+  yolohook help      this text
+
+data=shapes is a built-in dataset, generated on first use under the data directory
+(data_dir=, else $YOLOHOOK_DATA_DIR, else ~/.yolohook), where runs/ also goes.
+)";
+
+yolohook::engine::Yolo* g_running = nullptr;
+
+void OnSignal(int) {
+  if (g_running != nullptr) g_running->Cancel();
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "yolohook: %s\n", std::string(status.message()).c_str());
+  return status.code() == absl::StatusCode::kCancelled ? 130 : 1;
+}
+
+void PrintMetrics(const std::map<std::string, double>& metrics) {
+  for (const auto& [k, v] : metrics)
+    std::printf("  %-24s %.5g\n", k.c_str(), v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> words(argv + 1, argv + argc);
+  if (!words.empty() && words[0] == "detect") words.erase(words.begin());
+  if (words.empty() || words[0] == "help" || words[0] == "--help" ||
+      words[0] == "-h") {
+    std::fputs(kUsage, words.empty() ? stderr : stdout);
+    return words.empty() ? 2 : 0;
+  }
+  if (words[0] == "version" || words[0] == "--version") {
+    std::printf("yolohook %s\n", yolohook::kVersion);
+    return 0;
+  }
+  if (words[0] == "args") {
+    for (const auto& info : yolohook::ArgInfos()) {
+      std::printf(
+          "  %-16s %-12s %s\n", info.name.c_str(),
+          info.default_value.empty() ? "''" : info.default_value.c_str(),
+          info.help.c_str());
+    }
+    return 0;
+  }
+  absl::StatusOr<yolohook::Mode> mode = yolohook::ModeFromName(words[0]);
+  if (!mode.ok()) {
+    std::fprintf(stderr, "yolohook: %s\n\n%s",
+                 std::string(mode.status().message()).c_str(), kUsage);
+    return 2;
+  }
+  words.erase(words.begin());
+  auto args = yolohook::ParseKeyValues(words);
+  if (!args.ok()) {
+    std::fprintf(stderr, "yolohook: %s\n",
+                 std::string(args.status().message()).c_str());
+    return 2;
+  }
+  // Check every argument before any work starts.
+  if (auto config = yolohook::MakeConfig(*mode, *args); !config.ok()) {
+    std::fprintf(stderr, "yolohook: %s\n",
+                 std::string(config.status().message()).c_str());
+    return 2;
+  }
+
+  std::string model = args->count("model") ? args->at("model") : "yolov8n";
+  yolohook::engine::Yolo yolo(model);
+  g_running = &yolo;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+
+  switch (*mode) {
+    case yolohook::Mode::kTrain: {
+      auto summary = yolo.Train(*args);
+      if (!summary.ok()) return Fail(summary.status());
+      std::printf("\n%d epochs completed in %.3f hours.\nbest: %s\nlast: %s\n",
+                  summary->epochs_completed, summary->seconds / 3600,
+                  summary->best.c_str(), summary->last.c_str());
+      PrintMetrics(summary->metrics);
+      return 0;
+    }
+    case yolohook::Mode::kVal: {
+      auto summary = yolo.Val(*args);
+      if (!summary.ok()) return Fail(summary.status());
+      return 0;
+    }
+    case yolohook::Mode::kPredict: {
+      auto summary = yolo.Predict(*args);
+      if (!summary.ok()) return Fail(summary.status());
+      size_t boxes = 0;
+      for (const auto& r : summary->results) boxes += r.boxes.size();
+      std::printf("%zu images, %zu detections\n", summary->results.size(),
+                  boxes);
+      return 0;
+    }
+    case yolohook::Mode::kExport: {
+      auto summary = yolo.Export(*args);
+      if (!summary.ok()) return Fail(summary.status());
+      std::printf("exported %s in %.1fs\n", summary->file.c_str(),
+                  summary->seconds);
+      return 0;
+    }
+  }
+  return 0;
+}

@@ -61,6 +61,7 @@ absl::StatusOr<std::string> MakeRunDir(const Config& config, Mode mode) {
 }
 
 void Logger::operator()(absl::string_view line) const {
+  while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (run_.log) {
     run_.log(line);
   } else if (verbose_) {

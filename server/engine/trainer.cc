@@ -278,6 +278,7 @@ class Trainer {
     vo.nms.iou = config_.iou;
     vo.nms.max_det = config_.max_det;
     vo.training = true;
+    vo.verbose = config_.verbose;
     validator_ = std::make_unique<Validator>(std::move(val), names_, vo);
     return absl::OkStatus();
   }

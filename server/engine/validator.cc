@@ -142,7 +142,7 @@ absl::StatusOr<ValSummary> Validator::Run(InferenceModel& model,
   state.speed = out.speed;
   state.loss_ms = loss_ms / n;
 
-  Logger log(run, /*verbose=*/true);
+  Logger log(run, options_.verbose);
   log(metrics::FormatTable(summary, names_, options_.per_class));
   if (!options_.training) {
     log(
@@ -197,6 +197,7 @@ absl::StatusOr<ValSummary> Validate(const Config& config,
   options.nms.agnostic = config.agnostic_nms;
   options.nms.classes = config.classes;
   options.per_class = true;
+  options.verbose = config.verbose;
   Validator validator(std::move(records), spec.names, options);
 
   YH_ASSIGN_OR_RETURN(std::string save_dir, MakeRunDir(config, Mode::kVal));

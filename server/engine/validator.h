@@ -31,6 +31,7 @@ class Validator {
     bool training =
         false;  // inside a train job: events say so, losses are computed
     bool per_class = false;  // print one table row per class
+    bool verbose = true;     // print the table (and speed) at the end
   };
 
   Validator(std::vector<data::ImageRecord> records,
@@ -46,6 +47,9 @@ class Validator {
                                  const nn::LossGains& gains);
 
   size_t size() const { return dataset_.size(); }
+  // Per-class rows in the printed table from now on (the final validation of
+  // training).
+  void set_per_class(bool per_class) { options_.per_class = per_class; }
 
  private:
   std::vector<std::string> names_;

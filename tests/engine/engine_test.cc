@@ -14,6 +14,7 @@
 #include "server/engine/data/shapes.h"
 #include "server/engine/yolo.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_shapes.h"
 
 namespace yolohook::engine {
 namespace {
@@ -41,11 +42,7 @@ class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
-    data::ShapesOptions options;
-    options.train_images = 8;
-    options.val_images = 4;
-    options.image_size = 64;
-    ASSERT_TRUE(data::GenerateShapes(dir_->Sub("shapes"), options).ok());
+    ASSERT_TRUE(testing::MakeTinyShapes(dir_->Sub("shapes")).ok());
   }
   static void TearDownTestSuite() {
     delete dir_;
@@ -114,6 +111,12 @@ TEST_F(EngineTest, EveryModeFiresItsEventsInUltralyticsOrder) {
   EXPECT_EQ(yolo.model(), train->best);
 
   events.clear();
+  std::vector<ValidatorState> batches;
+  ASSERT_TRUE(yolo.AddCallback("on_val_batch_end",
+                               [&](EventContext& ctx) {
+                                 batches.push_back(*ctx.validator);
+                               })
+                  .ok());
   auto val = yolo.Val({{"data", dir_->Sub("shapes") + "/data.yaml"},
                        {"imgsz", "64"},
                        {"project", dir_->Sub("runs")},
@@ -121,6 +124,23 @@ TEST_F(EngineTest, EveryModeFiresItsEventsInUltralyticsOrder) {
   ASSERT_TRUE(val.ok()) << val.status();
   EXPECT_THAT(events, ElementsAreArray({"on_val_start", "on_val_batch_start",
                                         "on_val_batch_end", "on_val_end"}));
+  // Validator callbacks see each image's predictions and labels, in original
+  // pixels.
+  ASSERT_EQ(batches.size(), 1u);
+  const ValidatorState& batch = batches[0];
+  EXPECT_FALSE(batch.training);
+  ASSERT_EQ(batch.batch_predictions.size(), 4u);
+  ASSERT_EQ(batch.batch_labels.size(), 4u);
+  size_t labels = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(batch.batch_labels[i].path, batch.batch_predictions[i].path);
+    for (const Box& b : batch.batch_labels[i].boxes) {
+      EXPECT_LE(b.x2, batch.batch_labels[i].orig_width);
+      EXPECT_LE(b.y2, batch.batch_labels[i].orig_height);
+    }
+    labels += batch.batch_labels[i].boxes.size();
+  }
+  EXPECT_EQ(static_cast<int>(labels), val->instances);
 
   events.clear();
   auto predict = yolo.Predict({{"source", dir_->Sub("shapes") + "/images/val"},

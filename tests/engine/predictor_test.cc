@@ -16,6 +16,7 @@
 #include "server/engine/data/shapes.h"
 #include "server/engine/yolo.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_shapes.h"
 
 namespace yolohook::engine {
 namespace {
@@ -32,11 +33,7 @@ class PredictorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
-    data::ShapesOptions options;
-    options.train_images = 8;
-    options.val_images = 4;
-    options.image_size = 64;
-    ASSERT_TRUE(data::GenerateShapes(dir_->Sub("shapes"), options).ok());
+    ASSERT_TRUE(testing::MakeTinyShapes(dir_->Sub("shapes")).ok());
     Yolo yolo;
     auto train = yolo.Train({{"data", dir_->Sub("shapes") + "/data.yaml"},
                              {"imgsz", "64"},

@@ -1,0 +1,186 @@
+// The event layer: every job's callback events, sequenced, retained, replayed
+// and delivered to subscriptions; interceptors' round trips. No gRPC, no torch:
+// it speaks the wire's message types (yolohook.v1 protos) so that an event is
+// converted once and shared by every subscriber.
+#ifndef YOLOHOOK_SERVER_EVENTS_EVENT_BUS_H_
+#define YOLOHOOK_SERVER_EVENTS_EVENT_BUS_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/callbacks/state.h"
+#include "yolohook/v1/callbacks.pb.h"
+#include "yolohook/v1/types.pb.h"
+
+namespace yolohook::events {
+
+// Where a job's events are persisted, so that replays reach back past what is
+// kept in memory and survive restarts. The job store implements it.
+// Implementations must be thread-safe.
+class EventLog {
+ public:
+  virtual ~EventLog() = default;
+  // Stores one event (seq is event.seq()). Called on the job's thread.
+  virtual absl::Status Append(const v1::Event& event) = 0;
+  // Events of `job_id` with seq >= from_seq, in order, at most `limit`.
+  virtual absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id, int64_t from_seq,
+                                                      int64_t limit) = 0;
+  // The job's highest stored seq (0 when none).
+  virtual absl::StatusOr<int64_t> LastSeq(const std::string& job_id) = 0;
+};
+
+class EventBus;
+
+// One client stream's view of the bus: its subscriptions, their bounded queues
+// and its pending interceptor round trips. Created by EventBus::Connect, owned
+// by the transport (the gRPC reactor). Thread-safe.
+//
+// The transport calls Next() whenever it can write (after the on_ready
+// notification or a finished write) and sends what it returns; it never blocks
+// the bus.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+
+  // Adds a subscription from the client's Subscribe. On success the ack
+  // (Subscribed) is the next message for this subscription, followed by any
+  // replay (from_seq) and then live events. Errors (the stream stays open):
+  // INVALID_ARGUMENT (empty or duplicate id, unknown event name, from_seq
+  // without job_ids, negative timeout), NOT_FOUND (a job id that does not
+  // exist and never existed), RESOURCE_EXHAUSTED (too many subscriptions on
+  // this stream), each naming the subscription.
+  virtual absl::Status Subscribe(const v1::Subscribe& request) = 0;
+
+  // Ends a subscription (SubscriptionEnded with UNSUBSCRIBED is queued). Its
+  // pending round trips take their failure mode at once. NOT_FOUND if unknown.
+  virtual absl::Status Unsubscribe(const std::string& subscription_id) = 0;
+
+  // The answer to an awaited event. Every mutation is validated against the
+  // event (allowed there, finite numbers, class ids within names, sane boxes,
+  // known hyperparameters): all apply, or none does. A reply for a seq that
+  // awaits nothing (late, duplicate, unknown) is rejected and counted. The
+  // returned ReplyResult is for the transport to send.
+  virtual v1::ReplyResult Reply(const v1::Reply& reply) = 0;
+
+  // More time for one awaited event, once per event, capped by the bus's
+  // maximum reply timeout.
+  virtual v1::ReplyResult ExtendDeadline(const v1::ExtendDeadline& request) = 0;
+
+  // The next message to write, or nullptr when none is ready. Non-blocking.
+  virtual std::shared_ptr<const v1::ServerMessage> Next() = 0;
+
+  // The client went away: subscriptions end, pending round trips take their
+  // failure mode at once. Idempotent.
+  virtual void Close() = 0;
+};
+
+// Counters for metrics and tests.
+struct BusStats {
+  int64_t events_published = 0;    // events sequenced
+  int64_t messages_queued = 0;     // events queued to subscriptions
+  int64_t replies_applied = 0;     // replies whose mutations applied
+  int64_t replies_rejected = 0;    // invalid mutations, spurious replies
+  int64_t reply_timeouts = 0;      // interceptors that missed a deadline
+  int64_t lagging_ended = 0;       // subscriptions ended for lagging
+};
+
+// Sequences each job's events, retains them (in memory, and through an
+// EventLog), delivers them to matching subscriptions, and runs interceptors.
+// Thread-safe.
+//
+// Rules:
+// - Each job's events carry seq 1, 2, 3, ... without gaps, in firing order.
+// - Interceptors (intercept subscriptions that match the job and event and
+//   whose ack was sent before the event fired) run one after another in
+//   ascending priority, ties in subscription order. Each gets the state after
+//   the previous one's mutations; Publish blocks the job's thread until each
+//   replies, misses its deadline (reply_timeout, extendable once up to
+//   max_reply_timeout) or disconnects; then its failure mode applies at once:
+//   CONTINUE, or fail the job (EventContext::Fail with a reason naming the
+//   subscription and event). Observers receive the final state.
+// - Observers never slow a job: each subscription has a bounded queue; one
+//   that falls behind is ended with LAGGING and per-job resume seqs.
+// - from_seq replays retained events exactly once, in order, then continues
+//   live. A from_seq older than retention ends the subscription with
+//   COMPACTED and the oldest seq kept.
+// Never calls out (on_ready, EventLog) while holding its own lock.
+class EventBus {
+ public:
+  struct Options {
+    size_t queue_limit = 1024;             // queued messages per subscription before LAGGING
+    size_t memory_retention = 4096;        // events per job kept in memory
+    size_t max_subscriptions_per_stream = 256;  // RESOURCE_EXHAUSTED beyond
+    absl::Duration default_reply_timeout = absl::Seconds(5);  // when Subscribe sets none
+    absl::Duration max_reply_timeout = absl::Seconds(60);     // cap, extensions included
+    EventLog* log = nullptr;               // persistence; may be null (memory only)
+    // Encodes a frame as JPEG, for subscriptions with include_images; may be
+    // null (no images). Called on the job's thread.
+    std::function<std::string(const FrameView&)> encode_jpeg;
+    // The clock for deadlines (tests inject a fake). Null: the real clock.
+    std::function<absl::Time()> now;
+  };
+
+  explicit EventBus(Options options);
+  ~EventBus();
+
+  // A client stream. `on_ready` is called (from any thread, without bus locks
+  // held) when Next() may have something new; it must not block.
+  std::shared_ptr<Stream> Connect(std::function<void()> on_ready);
+
+  // A job exists: label-selected subscriptions start following it. `args` are
+  // carried by its events. Call before its first Publish.
+  void StartJob(const std::string& job_id, const std::map<std::string, std::string>& labels,
+                const std::map<std::string, std::string>& args);
+
+  // Publishes `ctx` as the job's next event (see the class comment); returns
+  // its seq. Called on the job's thread; blocks only for interceptors.
+  int64_t Publish(const std::string& job_id, EventContext& ctx);
+
+  // A callback for the engine that publishes every event of `job_id`.
+  Callback CallbackFor(const std::string& job_id);
+
+  // The job finished; subscriptions that select only finished jobs end with
+  // JOBS_DONE once their queues drain.
+  void FinishJob(const std::string& job_id);
+
+  // The job's last seq so far (0 before its first event).
+  int64_t LastSeq(const std::string& job_id) const;
+
+  // Ends every subscription with SHUTDOWN and releases waiting jobs (their
+  // interceptors' failure modes apply).
+  void Shutdown();
+
+  BusStats stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// --- Conversions between the engine's state and the wire (one place). ---
+
+// The event as the wire carries it (no subscription fields set). Frames are
+// attached only when `encode_jpeg` is given.
+v1::Event ToWire(const std::string& job_id, int64_t seq, absl::Time time,
+                 const EventContext& ctx, const std::map<std::string, std::string>& args,
+                 const std::function<std::string(const FrameView&)>& encode_jpeg);
+v1::Result ToWire(const Result& result);
+Result FromWire(const v1::Result& result);
+
+// Checks that `mutation` may apply to `ctx` (see Stream::Reply). Errors:
+// INVALID_ARGUMENT / FAILED_PRECONDITION naming the problem.
+absl::Status ValidateMutation(const v1::Mutation& mutation, const EventContext& ctx);
+// Applies a validated mutation to ctx's state.
+void ApplyMutation(const v1::Mutation& mutation, EventContext& ctx);
+
+}  // namespace yolohook::events
+
+#endif  // YOLOHOOK_SERVER_EVENTS_EVENT_BUS_H_

@@ -1,0 +1,81 @@
+// A job's record: what it runs, where it is in its lifecycle and what it
+// produced. The C++ twin of yolohook.v1.Job; ToProto / FromProto convert in
+// one place.
+#ifndef YOLOHOOK_SERVER_JOBS_JOB_H_
+#define YOLOHOOK_SERVER_JOBS_JOB_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "server/callbacks/state.h"
+#include "server/common/config.h"
+#include "yolohook/v1/jobs.pb.h"
+
+namespace yolohook::jobs {
+
+// A job's lifecycle state.
+enum class JobState {
+  kQueued,       // waiting for a free runner
+  kRunning,      // running
+  kSucceeded,    // finished successfully
+  kFailed,       // finished with an error (see JobRecord::error)
+  kCancelled,    // cancelled by a client
+  kInterrupted,  // the server stopped while it was queued or running
+};
+
+// "QUEUED", "RUNNING", ...
+absl::string_view JobStateName(JobState state);
+
+// True for the states a job never leaves.
+bool IsFinished(JobState state);
+
+// A file a job produced.
+struct Artifact {
+  std::string kind;  // weights_best, weights_last, onnx, results_csv, ...
+  std::string path;  // path on the server
+
+  bool operator==(const Artifact& other) const {
+    return kind == other.kind && path == other.path;
+  }
+};
+
+struct JobRecord {
+  std::string id;                             // server-assigned, unique
+  Mode mode = Mode::kTrain;                   // what it runs
+  JobState state = JobState::kQueued;         // where it is in its lifecycle
+  std::map<std::string, std::string> args;    // key=value arguments
+  std::map<std::string, std::string> labels;  // for selecting jobs
+  absl::Time create_time =
+      absl::InfinitePast();  // accepted (InfinitePast: unset)
+  absl::Time start_time =
+      absl::InfinitePast();  // started running (unset: not yet)
+  absl::Time end_time = absl::InfinitePast();  // finished (unset: not yet)
+  std::string error;     // why it failed, was cancelled or interrupted
+  std::string save_dir;  // run directory
+  std::map<std::string, double> metrics;  // final metrics (train, val)
+  std::vector<Result> results;            // predict: one per image
+  std::vector<Artifact> artifacts;        // files produced
+  int64_t last_seq = 0;                   // seq of the job's last event so far
+};
+
+v1::Mode ModeToProto(Mode mode);
+// INVALID_ARGUMENT for MODE_UNSPECIFIED or an unknown value.
+absl::StatusOr<Mode> ModeFromProto(v1::Mode mode);
+v1::JobState StateToProto(JobState state);
+// INVALID_ARGUMENT for JOB_STATE_UNSPECIFIED or an unknown value.
+absl::StatusOr<JobState> StateFromProto(v1::JobState state);
+
+// The record as the wire carries it.
+v1::Job ToProto(const JobRecord& job);
+// The record from its wire form. Errors: INVALID_ARGUMENT for an unknown mode
+// or state.
+absl::StatusOr<JobRecord> FromProto(const v1::Job& job);
+
+}  // namespace yolohook::jobs
+
+#endif  // YOLOHOOK_SERVER_JOBS_JOB_H_

@@ -1,0 +1,417 @@
+#include "server/jobs/job_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
+
+namespace yolohook::jobs {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// Resets a prepared statement (and its bindings) when it goes out of scope.
+class StmtReset {
+ public:
+  explicit StmtReset(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~StmtReset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  StmtReset(const StmtReset&) = delete;
+  StmtReset& operator=(const StmtReset&) = delete;
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+// Finalizes a statement prepared for one call.
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using OwnedStmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+void BindText(sqlite3_stmt* stmt, int index, const std::string& text) {
+  sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()),
+                    SQLITE_TRANSIENT);
+}
+
+void BindBlob(sqlite3_stmt* stmt, int index, const std::string& bytes) {
+  sqlite3_bind_blob(stmt, index, bytes.data(), static_cast<int>(bytes.size()),
+                    SQLITE_TRANSIENT);
+}
+
+std::string ColumnBytes(sqlite3_stmt* stmt, int index) {
+  const void* data = sqlite3_column_blob(stmt, index);
+  const int size = sqlite3_column_bytes(stmt, index);
+  if (data == nullptr || size <= 0) return std::string();
+  return std::string(static_cast<const char*>(data), static_cast<size_t>(size));
+}
+
+int64_t TimeKey(absl::Time time) { return absl::ToUnixNanos(time); }
+
+// Page tokens: "<create_time nanos>/<id>" of the last job returned.
+std::string MakePageToken(const JobRecord& job) {
+  return absl::StrCat(TimeKey(job.create_time), "/", job.id);
+}
+
+absl::Status ParsePageToken(const std::string& token, int64_t* time_key,
+                            std::string* id) {
+  const size_t slash = token.find('/');
+  if (slash == std::string::npos || slash + 1 >= token.size() ||
+      !absl::SimpleAtoi(absl::string_view(token).substr(0, slash), time_key)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token: malformed token \"", token,
+                     "\" (pass a next_page_token from a previous list)"));
+  }
+  *id = token.substr(slash + 1);
+  return absl::OkStatus();
+}
+
+bool HasLabels(const JobRecord& job,
+               const std::map<std::string, std::string>& labels) {
+  for (const auto& [key, value] : labels) {
+    auto it = job.labels.find(key);
+    if (it == job.labels.end() || it->second != value) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<JobRecord> ParseJob(const std::string& bytes,
+                                   const std::string& id) {
+  v1::Job proto;
+  if (!proto.ParseFromString(bytes)) {
+    return absl::DataLossError(
+        absl::StrCat("job store: the record of job ", id, " is unreadable"));
+  }
+  return FromProto(proto);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
+    const std::string& path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("job store: empty database path");
+  }
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job store ", path, ": is a directory, expected a database file"));
+  }
+  const std::filesystem::path parent =
+      std::filesystem::path(path).parent_path();
+  if (!parent.empty() && !std::filesystem::exists(parent, ec)) {
+    std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("job store ", path, ": cannot create directory ",
+                       parent.string(), ": ", ec.message()));
+    }
+  }
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message =
+        db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::InternalError(
+        absl::StrCat("job store ", path, ": cannot open: ", message));
+  }
+  std::unique_ptr<JobStore> store(new JobStore(path, db));
+  absl::MutexLock lock(&store->mu_);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  // The first statement reads the header: a file that is not a database fails
+  // here.
+  absl::Status status = store->Exec("PRAGMA journal_mode=WAL");
+  if (!status.ok()) {
+    const int code = sqlite3_extended_errcode(db) & 0xff;
+    if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job store ", path,
+                       ": not a yolohook job store (corrupt or foreign file: ",
+                       sqlite3_errmsg(db), ")"));
+    }
+    return status;
+  }
+  YH_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL"));
+  YH_RETURN_IF_ERROR(
+      store->Exec("CREATE TABLE IF NOT EXISTS jobs ("
+                  " id TEXT PRIMARY KEY NOT NULL,"
+                  " state INTEGER NOT NULL,"
+                  " create_time INTEGER NOT NULL,"
+                  " job BLOB NOT NULL)"));
+  YH_RETURN_IF_ERROR(store->Exec(
+      "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time, id)"));
+  YH_RETURN_IF_ERROR(
+      store->Exec("CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state)"));
+  YH_RETURN_IF_ERROR(
+      store->Exec("CREATE TABLE IF NOT EXISTS events ("
+                  " job_id TEXT NOT NULL,"
+                  " seq INTEGER NOT NULL,"
+                  " event BLOB NOT NULL,"
+                  " PRIMARY KEY (job_id, seq)) WITHOUT ROWID"));
+  // A database with other tables of these names (not ours) fails here.
+  status = store->Prepare();
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job store ", path, ": not a yolohook job store: ", status.message()));
+  }
+  return store;
+}
+
+JobStore::JobStore(std::string path, sqlite3* db)
+    : path_(std::move(path)), db_(db) {}
+
+JobStore::~JobStore() {
+  absl::MutexLock lock(&mu_);
+  for (sqlite3_stmt* stmt : {put_, get_, append_, read_, last_seq_}) {
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db_);
+}
+
+absl::Status JobStore::SqlError(absl::string_view what) {
+  return absl::InternalError(
+      absl::StrCat("job store ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+}
+
+absl::Status JobStore::Exec(const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error != nullptr ? error : sqlite3_errmsg(db_);
+    sqlite3_free(error);
+    return absl::InternalError(
+        absl::StrCat("job store ", path_, ": ", sql, ": ", message));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::Prepare() {
+  struct {
+    sqlite3_stmt** stmt;
+    const char* sql;
+  } statements[] = {
+      {&put_,
+       "INSERT OR REPLACE INTO jobs (id, state, create_time, job) "
+       "VALUES (?1, ?2, ?3, ?4)"},
+      {&get_, "SELECT job FROM jobs WHERE id = ?1"},
+      {&append_, "INSERT INTO events (job_id, seq, event) VALUES (?1, ?2, ?3)"},
+      {&read_,
+       "SELECT event FROM events WHERE job_id = ?1 AND seq >= ?2 "
+       "ORDER BY seq LIMIT ?3"},
+      {&last_seq_,
+       "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?1"},
+  };
+  for (auto& s : statements) {
+    if (sqlite3_prepare_v3(db_, s.sql, -1, SQLITE_PREPARE_PERSISTENT, s.stmt,
+                           nullptr) != SQLITE_OK) {
+      return SqlError(absl::StrCat("prepare \"", s.sql, "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::Put(const JobRecord& job) {
+  absl::MutexLock lock(&mu_);
+  return PutLocked(job);
+}
+
+absl::Status JobStore::PutLocked(const JobRecord& job) {
+  if (job.id.empty()) {
+    return absl::InvalidArgumentError("job store: a job needs an id");
+  }
+  StmtReset reset(put_);
+  BindText(put_, 1, job.id);
+  sqlite3_bind_int(put_, 2, static_cast<int>(job.state));
+  sqlite3_bind_int64(put_, 3, TimeKey(job.create_time));
+  BindBlob(put_, 4, ToProto(job).SerializeAsString());
+  if (sqlite3_step(put_) != SQLITE_DONE) {
+    return SqlError(absl::StrCat("put job ", job.id));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobRecord> JobStore::Get(const std::string& id) {
+  std::string bytes;
+  {
+    absl::MutexLock lock(&mu_);
+    StmtReset reset(get_);
+    BindText(get_, 1, id);
+    const int rc = sqlite3_step(get_);
+    if (rc == SQLITE_DONE) {
+      return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+    }
+    if (rc != SQLITE_ROW) return SqlError(absl::StrCat("get job ", id));
+    bytes = ColumnBytes(get_, 0);
+  }
+  return ParseJob(bytes, id);
+}
+
+absl::StatusOr<ListPage> JobStore::List(const ListQuery& query) {
+  if (query.limit < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: must be >= 0, got ", query.limit));
+  }
+  const int limit = query.limit == 0 ? kDefaultListLimit
+                                     : std::min(query.limit, kMaxListLimit);
+  int64_t after_time = 0;
+  std::string after_id;
+  const bool paged = !query.page_token.empty();
+  if (paged) {
+    YH_RETURN_IF_ERROR(
+        ParsePageToken(query.page_token, &after_time, &after_id));
+  }
+  std::string sql = "SELECT id, job FROM jobs WHERE 1";
+  if (!query.states.empty()) {
+    std::vector<int> states;
+    for (JobState state : query.states) {
+      states.push_back(static_cast<int>(state));
+    }
+    absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(states, ","), ")");
+  }
+  if (paged) {
+    absl::StrAppend(
+        &sql, " AND (create_time < ?1 OR (create_time = ?1 AND id < ?2))");
+  }
+  absl::StrAppend(&sql, " ORDER BY create_time DESC, id DESC");
+
+  ListPage page;
+  absl::MutexLock lock(&mu_);
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqlError("list jobs");
+  }
+  OwnedStmt stmt(raw);
+  if (paged) {
+    sqlite3_bind_int64(raw, 1, after_time);
+    BindText(raw, 2, after_id);
+  }
+  bool more = false;
+  int rc;
+  while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+    const std::string id(
+        reinterpret_cast<const char*>(sqlite3_column_text(raw, 0)),
+        static_cast<size_t>(sqlite3_column_bytes(raw, 0)));
+    YH_ASSIGN_OR_RETURN(JobRecord job, ParseJob(ColumnBytes(raw, 1), id));
+    if (!HasLabels(job, query.labels)) continue;
+    if (static_cast<int>(page.jobs.size()) == limit) {
+      more = true;
+      break;
+    }
+    page.jobs.push_back(std::move(job));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError("list jobs");
+  if (more) page.next_page_token = MakePageToken(page.jobs.back());
+  return page;
+}
+
+absl::StatusOr<std::vector<JobRecord>> JobStore::MarkRunningInterrupted(
+    absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  sqlite3_stmt* raw = nullptr;
+  const std::string sql = absl::StrCat(
+      "SELECT id, job FROM jobs WHERE state IN (",
+      static_cast<int>(JobState::kQueued), ",",
+      static_cast<int>(JobState::kRunning), ") ORDER BY create_time, id");
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqlError("find unfinished jobs");
+  }
+  std::vector<JobRecord> interrupted;
+  {
+    OwnedStmt stmt(raw);
+    int rc;
+    while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+      const std::string id(
+          reinterpret_cast<const char*>(sqlite3_column_text(raw, 0)),
+          static_cast<size_t>(sqlite3_column_bytes(raw, 0)));
+      YH_ASSIGN_OR_RETURN(JobRecord job, ParseJob(ColumnBytes(raw, 1), id));
+      interrupted.push_back(std::move(job));
+    }
+    if (rc != SQLITE_DONE) return SqlError("find unfinished jobs");
+  }
+  YH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  for (JobRecord& job : interrupted) {
+    job.state = JobState::kInterrupted;
+    job.error = "server restarted";
+    job.end_time = now;
+    absl::Status status = PutLocked(job);
+    if (!status.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return status;
+    }
+  }
+  YH_RETURN_IF_ERROR(Exec("COMMIT"));
+  return interrupted;
+}
+
+absl::Status JobStore::Append(const v1::Event& event) {
+  if (event.job_id().empty() || event.seq() < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job store: an event needs a job id and a seq >= 1 (job \"",
+        event.job_id(), "\", seq ", event.seq(), ")"));
+  }
+  absl::MutexLock lock(&mu_);
+  StmtReset reset(append_);
+  BindText(append_, 1, event.job_id());
+  sqlite3_bind_int64(append_, 2, event.seq());
+  BindBlob(append_, 3, event.SerializeAsString());
+  const int rc = sqlite3_step(append_);
+  if (rc == SQLITE_CONSTRAINT) {
+    return absl::AlreadyExistsError(absl::StrCat("job ", event.job_id(),
+                                                 ": event seq ", event.seq(),
+                                                 " already stored"));
+  }
+  if (rc != SQLITE_DONE) {
+    return SqlError(
+        absl::StrCat("append event ", event.seq(), " of job ", event.job_id()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Event>> JobStore::Read(const std::string& job_id,
+                                                      int64_t from_seq,
+                                                      int64_t limit) {
+  std::vector<v1::Event> events;
+  if (limit <= 0) return events;
+  absl::MutexLock lock(&mu_);
+  StmtReset reset(read_);
+  BindText(read_, 1, job_id);
+  sqlite3_bind_int64(read_, 2, from_seq);
+  sqlite3_bind_int64(read_, 3, limit);
+  int rc;
+  while ((rc = sqlite3_step(read_)) == SQLITE_ROW) {
+    v1::Event event;
+    if (!event.ParseFromString(ColumnBytes(read_, 0))) {
+      return absl::DataLossError(absl::StrCat(
+          "job store ", path_, ": an event of job ", job_id, " is unreadable"));
+    }
+    events.push_back(std::move(event));
+  }
+  if (rc != SQLITE_DONE) {
+    return SqlError(absl::StrCat("read events of job ", job_id));
+  }
+  return events;
+}
+
+absl::StatusOr<int64_t> JobStore::LastSeq(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  StmtReset reset(last_seq_);
+  BindText(last_seq_, 1, job_id);
+  if (sqlite3_step(last_seq_) != SQLITE_ROW) {
+    return SqlError(absl::StrCat("last seq of job ", job_id));
+  }
+  return static_cast<int64_t>(sqlite3_column_int64(last_seq_, 0));
+}
+
+}  // namespace yolohook::jobs

@@ -1,0 +1,113 @@
+// The job store: every job's record and events in one SQLite file, so that
+// jobs and their event history survive restarts.
+#ifndef YOLOHOOK_SERVER_JOBS_JOB_STORE_H_
+#define YOLOHOOK_SERVER_JOBS_JOB_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/callbacks/callbacks.h"  // event_bus.h uses Callback
+#include "server/events/event_bus.h"
+#include "server/jobs/job.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace yolohook::jobs {
+
+// Which jobs List returns.
+struct ListQuery {
+  std::vector<JobState> states;               // only these states (empty: all)
+  std::map<std::string, std::string> labels;  // only jobs carrying all of these
+  int limit = 0;           // at most this many (0: kDefaultListLimit)
+  std::string page_token;  // from a previous ListPage ("" : the first page)
+};
+
+// One page of List.
+struct ListPage {
+  std::vector<JobRecord> jobs;  // newest first
+  std::string next_page_token;  // for the next page; "" on the last page
+};
+
+// Job records and events in a SQLite database (WAL mode, one connection,
+// prepared statements). Records are stored as serialized v1::Job with their id,
+// state and creation time as indexed columns; events as serialized v1::Event
+// keyed by (job_id, seq). Thread-safe: one mutex serializes every statement.
+class JobStore : public events::EventLog {
+ public:
+  static constexpr int kDefaultListLimit = 100;  // List's limit when 0
+  static constexpr int kMaxListLimit = 1000;     // larger limits are clamped
+
+  // Opens (creating the file, its parent directories and the schema if
+  // needed) the store at `path`. Errors naming the path: INVALID_ARGUMENT for
+  // a directory or a file that is not a job store (e.g. corrupt); INTERNAL
+  // when SQLite fails otherwise.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(
+      const std::string& path);
+
+  ~JobStore() override;
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // Inserts or replaces the record with job.id. Errors: INVALID_ARGUMENT for
+  // an empty id; INTERNAL on a database error.
+  absl::Status Put(const JobRecord& job) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The record with `id`. Errors: NOT_FOUND naming the id; DATA_LOSS for an
+  // unreadable record; INTERNAL on a database error.
+  absl::StatusOr<JobRecord> Get(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Matching jobs, newest (by create_time, then id) first. Errors:
+  // INVALID_ARGUMENT for a malformed page token or a negative limit; INTERNAL.
+  absl::StatusOr<ListPage> List(const ListQuery& query)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The jobs that were QUEUED or RUNNING (the server stopped under them)
+  // become INTERRUPTED with error "server restarted" and end time `now`; they
+  // are returned, oldest first, in their new state.
+  absl::StatusOr<std::vector<JobRecord>> MarkRunningInterrupted(
+      absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // events::EventLog. Append: ALREADY_EXISTS for a (job, seq) already stored,
+  // INVALID_ARGUMENT for an empty job id or seq < 1.
+  absl::Status Append(const v1::Event& event) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
+                                              int64_t from_seq,
+                                              int64_t limit) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<int64_t> LastSeq(const std::string& job_id) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  JobStore(std::string path, sqlite3* db);
+
+  absl::Status Prepare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutLocked(const JobRecord& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SqlError(absl::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string path_;
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  sqlite3_stmt* put_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* get_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* append_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* read_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* last_seq_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace yolohook::jobs
+
+#endif  // YOLOHOOK_SERVER_JOBS_JOB_STORE_H_

@@ -1,0 +1,363 @@
+#include "server/jobs/job_store.h"
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
+
+namespace yolohook::jobs {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+std::unique_ptr<JobStore> OpenOrDie(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(path);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+JobRecord MakeJob(const std::string& id, int64_t create_seconds,
+                  JobState state = JobState::kQueued) {
+  JobRecord job;
+  job.id = id;
+  job.mode = Mode::kTrain;
+  job.state = state;
+  job.create_time = absl::FromUnixSeconds(create_seconds);
+  return job;
+}
+
+JobRecord FullJob() {
+  JobRecord job;
+  job.id = "job-0123456789ab";
+  job.mode = Mode::kPredict;
+  job.state = JobState::kSucceeded;
+  job.args = {{"imgsz", "64"}, {"conf", "0.5"}};
+  job.labels = {{"team", "vision"}, {"run", "7"}};
+  job.create_time = absl::FromUnixNanos(1700000000123456789);
+  job.start_time = absl::FromUnixNanos(1700000001000000001);
+  job.end_time = absl::FromUnixNanos(1700000002500000000);
+  job.error = "";
+  job.save_dir = "/data/runs/detect/predict3";
+  job.metrics = {{"metrics/mAP50(B)", 0.75}, {"fitness", 0.5}};
+  Result result;
+  result.path = "a.jpg";
+  result.orig_height = 48;
+  result.orig_width = 64;
+  Box box;
+  box.x1 = 1.5f;
+  box.y1 = 2;
+  box.x2 = 30;
+  box.y2 = 40.25f;
+  box.conf = 0.875f;
+  box.cls = 1;
+  box.track_id = 42;
+  Box plain;
+  plain.x2 = 3;
+  plain.y2 = 4;
+  plain.conf = 0.25f;
+  result.boxes = {box, plain};
+  result.names = {"circle", "square"};
+  result.speed = {1.25, 10.5, 0.75};
+  job.results = {result};
+  job.artifacts = {{"weights_best", "/w/best.pt"}, {"onnx", "/w/best.onnx"}};
+  job.last_seq = 17;
+  return job;
+}
+
+v1::Event MakeEvent(const std::string& job_id, int64_t seq,
+                    const std::string& name) {
+  v1::Event event;
+  event.set_job_id(job_id);
+  event.set_seq(seq);
+  event.set_name(name);
+  return event;
+}
+
+std::vector<std::string> Ids(const std::vector<JobRecord>& jobs) {
+  std::vector<std::string> ids;
+  for (const JobRecord& job : jobs) ids.push_back(job.id);
+  return ids;
+}
+
+void ExpectSameJob(const JobRecord& got, const JobRecord& want) {
+  EXPECT_EQ(got.id, want.id);
+  EXPECT_EQ(got.mode, want.mode);
+  EXPECT_EQ(got.state, want.state);
+  EXPECT_EQ(got.args, want.args);
+  EXPECT_EQ(got.labels, want.labels);
+  EXPECT_EQ(got.create_time, want.create_time);
+  EXPECT_EQ(got.start_time, want.start_time);
+  EXPECT_EQ(got.end_time, want.end_time);
+  EXPECT_EQ(got.error, want.error);
+  EXPECT_EQ(got.save_dir, want.save_dir);
+  EXPECT_EQ(got.metrics, want.metrics);
+  EXPECT_EQ(got.artifacts, want.artifacts);
+  EXPECT_EQ(got.last_seq, want.last_seq);
+  ASSERT_EQ(got.results.size(), want.results.size());
+  for (size_t i = 0; i < got.results.size(); ++i) {
+    const Result& g = got.results[i];
+    const Result& w = want.results[i];
+    EXPECT_EQ(g.path, w.path);
+    EXPECT_EQ(g.orig_height, w.orig_height);
+    EXPECT_EQ(g.orig_width, w.orig_width);
+    EXPECT_EQ(g.names, w.names);
+    EXPECT_EQ(g.speed.preprocess_ms, w.speed.preprocess_ms);
+    EXPECT_EQ(g.speed.inference_ms, w.speed.inference_ms);
+    EXPECT_EQ(g.speed.postprocess_ms, w.speed.postprocess_ms);
+    ASSERT_EQ(g.boxes.size(), w.boxes.size());
+    for (size_t b = 0; b < g.boxes.size(); ++b) {
+      EXPECT_EQ(g.boxes[b].x1, w.boxes[b].x1);
+      EXPECT_EQ(g.boxes[b].y1, w.boxes[b].y1);
+      EXPECT_EQ(g.boxes[b].x2, w.boxes[b].x2);
+      EXPECT_EQ(g.boxes[b].y2, w.boxes[b].y2);
+      EXPECT_EQ(g.boxes[b].conf, w.boxes[b].conf);
+      EXPECT_EQ(g.boxes[b].cls, w.boxes[b].cls);
+      EXPECT_EQ(g.boxes[b].track_id, w.boxes[b].track_id);
+    }
+  }
+}
+
+TEST(JobStoreTest, OpenCreatesFileAndParentDirectories) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("a/b/jobs.db");
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(std::filesystem::exists(path));
+  EXPECT_EQ(store->path(), path);
+}
+
+TEST(JobStoreTest, PutGetRoundTripsEveryField) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  ASSERT_NE(store, nullptr);
+  const JobRecord job = FullJob();
+  ASSERT_TRUE(store->Put(job).ok());
+  absl::StatusOr<JobRecord> got = store->Get(job.id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameJob(*got, job);
+}
+
+TEST(JobStoreTest, UnsetTimesStayUnset) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  JobRecord job;
+  job.id = "job-x";
+  ASSERT_TRUE(store->Put(job).ok());
+  absl::StatusOr<JobRecord> got = store->Get("job-x");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->create_time, absl::InfinitePast());
+  EXPECT_EQ(got->start_time, absl::InfinitePast());
+  EXPECT_EQ(got->end_time, absl::InfinitePast());
+  EXPECT_FALSE(ToProto(*got).has_start_time());
+}
+
+TEST(JobStoreTest, PutReplacesAndGetUnknownIsNotFound) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  JobRecord job = MakeJob("job-1", 10);
+  ASSERT_TRUE(store->Put(job).ok());
+  job.state = JobState::kFailed;
+  job.error = "boom";
+  ASSERT_TRUE(store->Put(job).ok());
+  absl::StatusOr<JobRecord> got = store->Get("job-1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, JobState::kFailed);
+  EXPECT_EQ(got->error, "boom");
+
+  absl::StatusOr<JobRecord> missing = store->Get("job-nope");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("job-nope"));
+  EXPECT_EQ(store->Put(JobRecord{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobStoreTest, ListIsNewestFirstAndFiltersStatesAndLabels) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  JobRecord a = MakeJob("job-a", 100, JobState::kSucceeded);
+  a.labels = {{"team", "x"}, {"kind", "big"}};
+  JobRecord b = MakeJob("job-b", 300, JobState::kRunning);
+  b.labels = {{"team", "x"}};
+  JobRecord c = MakeJob("job-c", 200, JobState::kFailed);
+  c.labels = {{"team", "y"}};
+  JobRecord d = MakeJob("job-d", 300, JobState::kSucceeded);  // ties with b
+  for (const JobRecord& job : {a, b, c, d}) ASSERT_TRUE(store->Put(job).ok());
+
+  absl::StatusOr<ListPage> all = store->List({});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_THAT(Ids(all->jobs), ElementsAre("job-d", "job-b", "job-c", "job-a"));
+  EXPECT_THAT(all->next_page_token, IsEmpty());
+
+  ListQuery by_state;
+  by_state.states = {JobState::kSucceeded, JobState::kFailed};
+  EXPECT_THAT(Ids(store->List(by_state)->jobs),
+              ElementsAre("job-d", "job-c", "job-a"));
+
+  ListQuery by_label;
+  by_label.labels = {{"team", "x"}};
+  EXPECT_THAT(Ids(store->List(by_label)->jobs), ElementsAre("job-b", "job-a"));
+  by_label.labels = {{"team", "x"}, {"kind", "big"}};
+  EXPECT_THAT(Ids(store->List(by_label)->jobs), ElementsAre("job-a"));
+
+  ListQuery both;
+  both.states = {JobState::kRunning};
+  both.labels = {{"team", "y"}};
+  EXPECT_THAT(store->List(both)->jobs, IsEmpty());
+}
+
+TEST(JobStoreTest, ListPagesThroughEveryJobOnce) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  for (int i = 0; i < 5; ++i) {
+    JobRecord job = MakeJob("job-" + std::to_string(i), 1000 + i);
+    job.labels = {{"odd", i % 2 ? "yes" : "no"}};
+    ASSERT_TRUE(store->Put(job).ok());
+  }
+  ListQuery query;
+  query.limit = 2;
+  std::vector<std::vector<std::string>> pages;
+  do {
+    absl::StatusOr<ListPage> page = store->List(query);
+    ASSERT_TRUE(page.ok()) << page.status();
+    pages.push_back(Ids(page->jobs));
+    query.page_token = page->next_page_token;
+  } while (!query.page_token.empty() && pages.size() < 10);
+  EXPECT_THAT(pages,
+              ElementsAre(ElementsAre("job-4", "job-3"),
+                          ElementsAre("job-2", "job-1"), ElementsAre("job-0")));
+
+  // A label filter pages over the matching jobs only.
+  ListQuery odd;
+  odd.limit = 1;
+  odd.labels = {{"odd", "yes"}};
+  absl::StatusOr<ListPage> first = store->List(odd);
+  ASSERT_TRUE(first.ok());
+  EXPECT_THAT(Ids(first->jobs), ElementsAre("job-3"));
+  ASSERT_FALSE(first->next_page_token.empty());
+  odd.page_token = first->next_page_token;
+  absl::StatusOr<ListPage> second = store->List(odd);
+  ASSERT_TRUE(second.ok());
+  EXPECT_THAT(Ids(second->jobs), ElementsAre("job-1"));
+  EXPECT_THAT(second->next_page_token, IsEmpty());
+
+  ListQuery bad;
+  bad.page_token = "garbage";
+  EXPECT_EQ(store->List(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ListQuery negative;
+  negative.limit = -1;
+  EXPECT_EQ(store->List(negative).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobStoreTest, EventsAppendReadAndLastSeq) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  EXPECT_EQ(*store->LastSeq("job-1"), 0);
+  for (int64_t seq = 1; seq <= 4; ++seq) {
+    ASSERT_TRUE(
+        store->Append(MakeEvent("job-1", seq, "e" + std::to_string(seq))).ok());
+  }
+  ASSERT_TRUE(store->Append(MakeEvent("job-2", 1, "other")).ok());
+  EXPECT_EQ(*store->LastSeq("job-1"), 4);
+  EXPECT_EQ(*store->LastSeq("job-2"), 1);
+
+  absl::StatusOr<std::vector<v1::Event>> read = store->Read("job-1", 2, 2);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*read)[0].seq(), 2);
+  EXPECT_EQ((*read)[0].name(), "e2");
+  EXPECT_EQ((*read)[1].seq(), 3);
+  EXPECT_EQ(store->Read("job-1", 1, 100)->size(), 4u);
+  EXPECT_THAT(*store->Read("job-1", 5, 100), IsEmpty());
+  EXPECT_THAT(*store->Read("job-1", 1, 0), IsEmpty());
+
+  absl::Status duplicate = store->Append(MakeEvent("job-1", 3, "again"));
+  EXPECT_EQ(duplicate.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store->Append(MakeEvent("", 1, "x")).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Append(MakeEvent("job-1", 0, "x")).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobStoreTest, ReopenKeepsJobsAndEvents) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("jobs.db");
+  {
+    auto store = OpenOrDie(path);
+    ASSERT_TRUE(store->Put(FullJob()).ok());
+    ASSERT_TRUE(
+        store->Append(MakeEvent(FullJob().id, 1, "on_predict_start")).ok());
+    ASSERT_TRUE(
+        store->Append(MakeEvent(FullJob().id, 2, "on_predict_end")).ok());
+  }
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<JobRecord> got = store->Get(FullJob().id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameJob(*got, FullJob());
+  EXPECT_EQ(*store->LastSeq(FullJob().id), 2);
+  absl::StatusOr<std::vector<v1::Event>> events =
+      store->Read(FullJob().id, 1, 10);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[1].name(), "on_predict_end");
+}
+
+TEST(JobStoreTest, MarkRunningInterruptedReturnsUnfinishedJobs) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("jobs.db");
+  {
+    auto store = OpenOrDie(path);
+    ASSERT_TRUE(store->Put(MakeJob("job-q", 2, JobState::kQueued)).ok());
+    ASSERT_TRUE(store->Put(MakeJob("job-r", 1, JobState::kRunning)).ok());
+    ASSERT_TRUE(store->Put(MakeJob("job-s", 3, JobState::kSucceeded)).ok());
+    ASSERT_TRUE(store->Put(MakeJob("job-c", 4, JobState::kCancelled)).ok());
+  }
+  auto store = OpenOrDie(path);
+  const absl::Time now = absl::FromUnixSeconds(5000);
+  absl::StatusOr<std::vector<JobRecord>> interrupted =
+      store->MarkRunningInterrupted(now);
+  ASSERT_TRUE(interrupted.ok()) << interrupted.status();
+  EXPECT_THAT(Ids(*interrupted), ElementsAre("job-r", "job-q"));
+  for (const std::string id : {"job-r", "job-q"}) {
+    absl::StatusOr<JobRecord> job = store->Get(id);
+    ASSERT_TRUE(job.ok());
+    EXPECT_EQ(job->state, JobState::kInterrupted);
+    EXPECT_EQ(job->error, "server restarted");
+    EXPECT_EQ(job->end_time, now);
+  }
+  EXPECT_EQ(store->Get("job-s")->state, JobState::kSucceeded);
+  EXPECT_EQ(store->Get("job-c")->state, JobState::kCancelled);
+  EXPECT_THAT(*store->MarkRunningInterrupted(now), IsEmpty());
+}
+
+TEST(JobStoreTest, CorruptFileGivesClearError) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("jobs.db");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << std::string(8192, 'x');
+  }
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(path);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(store.status().message(), HasSubstr(path));
+  EXPECT_THAT(store.status().message(), HasSubstr("not a yolohook job store"));
+}
+
+TEST(JobStoreTest, DirectoryIsRejected) {
+  testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(dir.path());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(store.status().message(), HasSubstr(dir.path()));
+  EXPECT_THAT(store.status().message(), HasSubstr("directory"));
+}
+
+}  // namespace
+}  // namespace yolohook::jobs

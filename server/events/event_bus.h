@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/callbacks/callbacks.h"
 #include "server/callbacks/state.h"
 #include "yolohook/v1/callbacks.pb.h"
 #include "yolohook/v1/types.pb.h"

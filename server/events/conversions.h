@@ -1,0 +1,39 @@
+// Extra conversions between the engine's state and the wire, beyond those in
+// event_bus.h: names, time, and the way back for trainer and validator state
+// (used by clients and tests that rebuild state from events).
+#ifndef YOLOHOOK_SERVER_EVENTS_CONVERSIONS_H_
+#define YOLOHOOK_SERVER_EVENTS_CONVERSIONS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
+#include "google/protobuf/map.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "server/callbacks/state.h"
+#include "yolohook/v1/types.pb.h"
+
+namespace yolohook::events {
+
+// Class names indexed by id <-> the wire's id -> name map. Ids missing from
+// the map become empty names; negative ids are dropped.
+google::protobuf::Map<int32_t, std::string> NamesToWire(
+    const std::vector<std::string>& names);
+std::vector<std::string> NamesFromWire(
+    const google::protobuf::Map<int32_t, std::string>& names);
+
+google::protobuf::Timestamp ToTimestamp(absl::Time time);
+absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp);
+google::protobuf::Duration ToDurationProto(absl::Duration duration);
+absl::Duration FromDurationProto(const google::protobuf::Duration& duration);
+
+// The state carried by an event, back as the engine's structs. The confusion
+// matrix is unflattened as a square matrix (its size must be a square number;
+// otherwise it is left empty).
+TrainerState TrainerFromWire(const v1::TrainerState& state);
+ValidatorState ValidatorFromWire(const v1::ValidatorState& state);
+
+}  // namespace yolohook::events
+
+#endif  // YOLOHOOK_SERVER_EVENTS_CONVERSIONS_H_

@@ -32,7 +32,8 @@ class EventLog {
   // Stores one event (seq is event.seq()). Called on the job's thread.
   virtual absl::Status Append(const v1::Event& event) = 0;
   // Events of `job_id` with seq >= from_seq, in order, at most `limit`.
-  virtual absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id, int64_t from_seq,
+  virtual absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
+                                                      int64_t from_seq,
                                                       int64_t limit) = 0;
   // The job's highest stored seq (0 when none).
   virtual absl::StatusOr<int64_t> LastSeq(const std::string& job_id) = 0;
@@ -57,7 +58,11 @@ class Stream {
   // INVALID_ARGUMENT (empty or duplicate id, unknown event name, from_seq
   // without job_ids, negative timeout), NOT_FOUND (a job id that does not
   // exist and never existed), RESOURCE_EXHAUSTED (too many subscriptions on
-  // this stream), each naming the subscription.
+  // this stream), each naming the subscription. Also INVALID_ARGUMENT for
+  // from_seq on an intercepting subscription (interceptors only see new
+  // events), and UNAVAILABLE once the stream is closed or the bus shut down.
+  // A job id known only to the EventLog (a previous run) counts as an existing,
+  // finished job. Replayed events carry no images.
   virtual absl::Status Subscribe(const v1::Subscribe& request) = 0;
 
   // Ends a subscription (SubscriptionEnded with UNSUBSCRIBED is queued). Its
@@ -68,11 +73,15 @@ class Stream {
   // event (allowed there, finite numbers, class ids within names, sane boxes,
   // known hyperparameters): all apply, or none does. A reply for a seq that
   // awaits nothing (late, duplicate, unknown) is rejected and counted. The
-  // returned ReplyResult is for the transport to send.
+  // returned ReplyResult is for the transport to send. A reply whose mutations
+  // are rejected still ends that round trip, without changes: the failure mode
+  // is for silence (timeouts, disconnects), not for a wrong answer.
   virtual v1::ReplyResult Reply(const v1::Reply& reply) = 0;
 
   // More time for one awaited event, once per event, capped by the bus's
-  // maximum reply timeout.
+  // maximum reply timeout. The result has applied = true and the new deadline
+  // when granted; otherwise a reason (and the unchanged deadline, if the event
+  // is awaited).
   virtual v1::ReplyResult ExtendDeadline(const v1::ExtendDeadline& request) = 0;
 
   // The next message to write, or nullptr when none is ready. Non-blocking.
@@ -85,12 +94,12 @@ class Stream {
 
 // Counters for metrics and tests.
 struct BusStats {
-  int64_t events_published = 0;    // events sequenced
-  int64_t messages_queued = 0;     // events queued to subscriptions
-  int64_t replies_applied = 0;     // replies whose mutations applied
-  int64_t replies_rejected = 0;    // invalid mutations, spurious replies
-  int64_t reply_timeouts = 0;      // interceptors that missed a deadline
-  int64_t lagging_ended = 0;       // subscriptions ended for lagging
+  int64_t events_published = 0;  // events sequenced
+  int64_t messages_queued = 0;   // events queued to subscriptions
+  int64_t replies_applied = 0;   // replies whose mutations applied
+  int64_t replies_rejected = 0;  // invalid mutations, spurious replies
+  int64_t reply_timeouts = 0;    // interceptors that missed a deadline
+  int64_t lagging_ended = 0;     // subscriptions ended for lagging
 };
 
 // Sequences each job's events, retains them (in memory, and through an
@@ -113,15 +122,19 @@ struct BusStats {
 //   live. A from_seq older than retention ends the subscription with
 //   COMPACTED and the oldest seq kept.
 // Never calls out (on_ready, EventLog) while holding its own lock.
+// Streams returned by Connect must be released before the bus is destroyed.
 class EventBus {
  public:
   struct Options {
-    size_t queue_limit = 1024;             // queued messages per subscription before LAGGING
-    size_t memory_retention = 4096;        // events per job kept in memory
+    size_t queue_limit =
+        1024;  // queued messages per subscription before LAGGING
+    size_t memory_retention = 4096;             // events per job kept in memory
     size_t max_subscriptions_per_stream = 256;  // RESOURCE_EXHAUSTED beyond
-    absl::Duration default_reply_timeout = absl::Seconds(5);  // when Subscribe sets none
-    absl::Duration max_reply_timeout = absl::Seconds(60);     // cap, extensions included
-    EventLog* log = nullptr;               // persistence; may be null (memory only)
+    absl::Duration default_reply_timeout =
+        absl::Seconds(5);  // when Subscribe sets none
+    absl::Duration max_reply_timeout =
+        absl::Seconds(60);    // cap, extensions included
+    EventLog* log = nullptr;  // persistence; may be null (memory only)
     // Encodes a frame as JPEG, for subscriptions with include_images; may be
     // null (no images). Called on the job's thread.
     std::function<std::string(const FrameView&)> encode_jpeg;
@@ -138,7 +151,8 @@ class EventBus {
 
   // A job exists: label-selected subscriptions start following it. `args` are
   // carried by its events. Call before its first Publish.
-  void StartJob(const std::string& job_id, const std::map<std::string, std::string>& labels,
+  void StartJob(const std::string& job_id,
+                const std::map<std::string, std::string>& labels,
                 const std::map<std::string, std::string>& args);
 
   // Publishes `ctx` as the job's next event (see the class comment); returns
@@ -170,15 +184,17 @@ class EventBus {
 
 // The event as the wire carries it (no subscription fields set). Frames are
 // attached only when `encode_jpeg` is given.
-v1::Event ToWire(const std::string& job_id, int64_t seq, absl::Time time,
-                 const EventContext& ctx, const std::map<std::string, std::string>& args,
-                 const std::function<std::string(const FrameView&)>& encode_jpeg);
+v1::Event ToWire(
+    const std::string& job_id, int64_t seq, absl::Time time,
+    const EventContext& ctx, const std::map<std::string, std::string>& args,
+    const std::function<std::string(const FrameView&)>& encode_jpeg);
 v1::Result ToWire(const Result& result);
 Result FromWire(const v1::Result& result);
 
 // Checks that `mutation` may apply to `ctx` (see Stream::Reply). Errors:
 // INVALID_ARGUMENT / FAILED_PRECONDITION naming the problem.
-absl::Status ValidateMutation(const v1::Mutation& mutation, const EventContext& ctx);
+absl::Status ValidateMutation(const v1::Mutation& mutation,
+                              const EventContext& ctx);
 // Applies a validated mutation to ctx's state.
 void ApplyMutation(const v1::Mutation& mutation, EventContext& ctx);
 

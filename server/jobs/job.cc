@@ -3,78 +3,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/timestamp.pb.h"
+#include "server/callbacks/callbacks.h"  // event_bus.h uses Callback
+#include "server/events/conversions.h"
+#include "server/events/event_bus.h"
 
 namespace yolohook::jobs {
-namespace {
-
-void TimeToProto(absl::Time time, google::protobuf::Timestamp* out) {
-  const int64_t seconds = absl::ToUnixSeconds(time);
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>((time - absl::FromUnixSeconds(seconds)) /
-                                      absl::Nanoseconds(1)));
-}
-
-absl::Time TimeFromProto(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
-
-void ResultToProto(const Result& result, v1::Result* out) {
-  out->set_path(result.path);
-  out->set_orig_height(result.orig_height);
-  out->set_orig_width(result.orig_width);
-  for (const Box& box : result.boxes) {
-    v1::Box* b = out->add_boxes();
-    b->set_x1(box.x1);
-    b->set_y1(box.y1);
-    b->set_x2(box.x2);
-    b->set_y2(box.y2);
-    b->set_conf(box.conf);
-    b->set_cls(box.cls);
-    if (box.track_id) b->set_track_id(*box.track_id);
-  }
-  for (size_t i = 0; i < result.names.size(); ++i) {
-    (*out->mutable_names())[static_cast<int32_t>(i)] = result.names[i];
-  }
-  out->mutable_speed()->set_preprocess_ms(result.speed.preprocess_ms);
-  out->mutable_speed()->set_inference_ms(result.speed.inference_ms);
-  out->mutable_speed()->set_postprocess_ms(result.speed.postprocess_ms);
-}
-
-Result ResultFromProto(const v1::Result& in) {
-  Result result;
-  result.path = in.path();
-  result.orig_height = in.orig_height();
-  result.orig_width = in.orig_width();
-  for (const v1::Box& b : in.boxes()) {
-    Box box;
-    box.x1 = b.x1();
-    box.y1 = b.y1();
-    box.x2 = b.x2();
-    box.y2 = b.y2();
-    box.conf = b.conf();
-    box.cls = b.cls();
-    if (b.has_track_id()) box.track_id = b.track_id();
-    result.boxes.push_back(box);
-  }
-  // names is a map on the wire; class ids are dense from 0 in the engine.
-  int32_t max_id = -1;
-  for (const auto& [id, name] : in.names()) {
-    if (id > max_id) max_id = id;
-  }
-  if (max_id >= 0) {
-    result.names.resize(static_cast<size_t>(max_id) + 1);
-    for (const auto& [id, name] : in.names()) {
-      if (id >= 0) result.names[static_cast<size_t>(id)] = name;
-    }
-  }
-  result.speed.preprocess_ms = in.speed().preprocess_ms();
-  result.speed.inference_ms = in.speed().inference_ms();
-  result.speed.postprocess_ms = in.speed().postprocess_ms();
-  return result;
-}
-
-}  // namespace
 
 absl::string_view JobStateName(JobState state) {
   switch (state) {
@@ -177,13 +110,13 @@ v1::Job ToProto(const JobRecord& job) {
     (*out.mutable_labels())[key] = value;
   }
   if (job.create_time != absl::InfinitePast()) {
-    TimeToProto(job.create_time, out.mutable_create_time());
+    *out.mutable_create_time() = events::ToTimestamp(job.create_time);
   }
   if (job.start_time != absl::InfinitePast()) {
-    TimeToProto(job.start_time, out.mutable_start_time());
+    *out.mutable_start_time() = events::ToTimestamp(job.start_time);
   }
   if (job.end_time != absl::InfinitePast()) {
-    TimeToProto(job.end_time, out.mutable_end_time());
+    *out.mutable_end_time() = events::ToTimestamp(job.end_time);
   }
   out.set_error(job.error);
   out.set_save_dir(job.save_dir);
@@ -191,7 +124,7 @@ v1::Job ToProto(const JobRecord& job) {
     (*out.mutable_metrics())[key] = value;
   }
   for (const Result& result : job.results) {
-    ResultToProto(result, out.add_results());
+    *out.add_results() = events::ToWire(result);
   }
   for (const Artifact& artifact : job.artifacts) {
     v1::Artifact* a = out.add_artifacts();
@@ -219,14 +152,16 @@ absl::StatusOr<JobRecord> FromProto(const v1::Job& in) {
   job.state = *state;
   job.args.insert(in.args().begin(), in.args().end());
   job.labels.insert(in.labels().begin(), in.labels().end());
-  if (in.has_create_time()) job.create_time = TimeFromProto(in.create_time());
-  if (in.has_start_time()) job.start_time = TimeFromProto(in.start_time());
-  if (in.has_end_time()) job.end_time = TimeFromProto(in.end_time());
+  if (in.has_create_time())
+    job.create_time = events::FromTimestamp(in.create_time());
+  if (in.has_start_time())
+    job.start_time = events::FromTimestamp(in.start_time());
+  if (in.has_end_time()) job.end_time = events::FromTimestamp(in.end_time());
   job.error = in.error();
   job.save_dir = in.save_dir();
   job.metrics.insert(in.metrics().begin(), in.metrics().end());
   for (const v1::Result& result : in.results()) {
-    job.results.push_back(ResultFromProto(result));
+    job.results.push_back(events::FromWire(result));
   }
   for (const v1::Artifact& artifact : in.artifacts()) {
     job.artifacts.push_back({artifact.kind(), artifact.path()});

@@ -4,6 +4,8 @@
 //   yolohook val model=runs/detect/train/weights/best.pt data=shapes
 //   yolohook predict model=best.pt source=images/
 //   yolohook export model=best.pt format=onnx
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -43,6 +45,41 @@ void OnSignal(int) {
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "yolohook: %s\n", std::string(status.message()).c_str());
   return status.code() == absl::StatusCode::kCancelled ? 130 : 1;
+}
+
+bool g_progress_shown = false;  // a progress line is on the terminal
+
+// Progress lines and the engine's log share the terminal: a log line first
+// erases the progress line.
+void Log(absl::string_view line) {
+  if (g_progress_shown) {
+    std::fputs("\r\033[K", stdout);
+    g_progress_shown = false;
+  }
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+// On a terminal, a live progress line per training batch (Ultralytics users
+// are used to a progress bar), drawn by a callback like any integration.
+void AddProgressLine(yolohook::engine::Yolo& yolo, bool verbose) {
+  if (!verbose || !isatty(fileno(stdout))) return;
+  yolo.SetLog(Log);
+  (void)yolo.AddCallback("on_train_batch_end", [](yolohook::EventContext& ctx) {
+    const yolohook::TrainerState& t = *ctx.trainer;
+    const int width = 20;
+    const int done =
+        t.num_batches > 0 ? (t.batch_index + 1) * width / t.num_batches : 0;
+    std::string bar(static_cast<size_t>(done), '#');
+    bar.resize(width, '.');
+    std::printf("\r%11s %10.4g %10.4g %10.4g  [%s] %d/%d",
+                absl::StrCat(t.epoch + 1, "/", t.epochs).c_str(), t.tloss[0],
+                t.tloss[1], t.tloss[2], bar.c_str(), t.batch_index + 1,
+                t.num_batches);
+    std::fflush(stdout);
+    g_progress_shown = true;
+  });
 }
 
 void PrintMetrics(const std::map<std::string, double>& metrics) {
@@ -87,7 +124,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Check every argument before any work starts.
-  if (auto config = yolohook::MakeConfig(*mode, *args); !config.ok()) {
+  auto config = yolohook::MakeConfig(*mode, *args);
+  if (!config.ok()) {
     std::fprintf(stderr, "yolohook: %s\n",
                  std::string(config.status().message()).c_str());
     return 2;
@@ -101,6 +139,7 @@ int main(int argc, char** argv) {
 
   switch (*mode) {
     case yolohook::Mode::kTrain: {
+      AddProgressLine(yolo, config->verbose);
       auto summary = yolo.Train(*args);
       if (!summary.ok()) return Fail(summary.status());
       std::printf("\n%d epochs completed in %.3f hours.\nbest: %s\nlast: %s\n",

@@ -528,6 +528,9 @@ class Trainer {
       hyp.mosaic = 0;
     }
     train_loader_->StartEpoch(epoch_, hyp);
+    log_(absl::StrFormat("\n%11s %10s %10s %10s %10s %10s %12s", "Epoch",
+                         "box_loss", "cls_loss", "dfl_loss", "Instances",
+                         "Size", "img/s"));
     Stopwatch epoch_clock;
     torch::Tensor tloss = torch::zeros({3});
     int64_t instances = 0;
@@ -571,11 +574,6 @@ class Trainer {
     RecordLr();
     tloss_ = ToVector(tloss);
     const double seconds = epoch_clock.Lap() / 1000.0;
-    if (epoch_ == start_epoch_) {
-      log_(absl::StrFormat("%11s %10s %10s %10s %10s %10s %12s", "Epoch",
-                           "box_loss", "cls_loss", "dfl_loss", "Instances",
-                           "Size", "img/s"));
-    }
     log_(absl::StrFormat("%11s %10.4g %10.4g %10.4g %10d %10d %12.1f",
                          absl::StrCat(epoch_ + 1, "/", config_.epochs),
                          tloss_[0], tloss_[1], tloss_[2], instances,

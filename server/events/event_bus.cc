@@ -903,6 +903,9 @@ void EventBus::FinishJob(const std::string& job_id) {
     auto it = impl_->jobs_.find(job_id);
     if (it == impl_->jobs_.end()) return;
     it->second.finished = true;
+    // With a log every event is persisted by now (Append runs before Publish
+    // returns): later replays read it, and memory stays bounded by live jobs.
+    if (impl_->options_.log != nullptr) it->second.ring.clear();
     std::vector<std::shared_ptr<Subscription>> subs = impl_->subs_;
     for (const auto& sub : subs) {
       if (sub->job_ids.count(job_id)) impl_->MaybeJobsDoneLocked(sub, notify);

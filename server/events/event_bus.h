@@ -162,8 +162,10 @@ class EventBus {
   // A callback for the engine that publishes every event of `job_id`.
   Callback CallbackFor(const std::string& job_id);
 
-  // The job finished; subscriptions that select only finished jobs end with
-  // JOBS_DONE once their queues drain.
+  // The job finished (call after its last Publish returned); subscriptions
+  // that select only finished jobs end with JOBS_DONE once their queues drain.
+  // With an EventLog, the job's events are released from memory (replays read
+  // the log).
   void FinishJob(const std::string& job_id);
 
   // The job's last seq so far (0 before its first event).

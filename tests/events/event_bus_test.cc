@@ -645,6 +645,29 @@ TEST_F(EventBusTest, ReplayBeyondMemoryReadsTheLogExactlyOnce) {
   EXPECT_EQ(got[0]->subscription_ended().reason(), v1::END_REASON_JOBS_DONE);
 }
 
+TEST_F(EventBusTest, FinishedJobReplaysFromTheLog) {
+  FakeLog log;
+  EventBus::Options o = Opts();
+  o.log = &log;
+  EventBus bus(o);
+  bus.StartJob("a", {}, {});
+  TrainerJob job;
+  for (int i = 0; i < 10; ++i) bus.Publish("a", job.ctx);
+  bus.FinishJob("a");
+  Client client(bus);
+  v1::Subscribe s = Sub("r", {"a"}, {"on_train_epoch_end"});
+  s.set_from_seq(3);
+  ASSERT_TRUE(client.stream().Subscribe(s).ok());
+  std::vector<MessagePtr> got = client.Drain();
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got[0]->subscribed().first_retained_seq().at("a"), 1);
+  EXPECT_EQ(got[0]->subscribed().last_seq().at("a"), 10);
+  EXPECT_EQ(Seqs(got), Range("a", 3, 10));
+  EXPECT_GE(log.reads(), 1);
+  EXPECT_EQ(got.back()->subscription_ended().reason(),
+            v1::END_REASON_JOBS_DONE);
+}
+
 TEST_F(EventBusTest, FromSeqOlderThanRetainedIsCompacted) {
   FakeLog log;
   EventBus::Options o = Opts();

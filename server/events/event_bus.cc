@@ -11,7 +11,6 @@
 #include "server/events/event_bus.h"
 
 #include <algorithm>
-#include <atomic>
 #include <deque>
 #include <set>
 #include <utility>
@@ -394,7 +393,7 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
   }
 
   NotifyList notify;
-  absl::Status result = absl::OkStatus();
+
   {
     absl::MutexLock lock(&bus_->mu_);
     if (bus_->shutdown_ || closed_) {
@@ -459,7 +458,7 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
     }
   }
   bus_->Notify(notify);
-  return result;
+  return absl::OkStatus();
 }
 
 absl::Status StreamImpl::Unsubscribe(const std::string& subscription_id) {

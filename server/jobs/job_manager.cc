@@ -1,0 +1,495 @@
+#include "server/jobs/job_manager.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/status_macros.h"
+
+namespace yolohook::jobs {
+namespace {
+
+constexpr char kRestartedError[] = "server restarted";
+constexpr char kShutdownError[] = "server shut down";
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
+    Options options, JobStore* store, Runner* runner, events::EventBus* bus) {
+  if (store == nullptr || runner == nullptr) {
+    return absl::InvalidArgumentError(
+        "job manager: needs a store and a runner");
+  }
+  if (options.concurrency < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job manager: concurrency must be >= 1, got ", options.concurrency));
+  }
+  if (options.max_queued < 0 || options.max_direct < 0) {
+    return absl::InvalidArgumentError(
+        "job manager: max_queued and max_direct must be >= 0");
+  }
+  std::unique_ptr<JobManager> manager(
+      new JobManager(std::move(options), store, runner, bus));
+  YH_RETURN_IF_ERROR(manager->Recover());
+  absl::MutexLock lock(&manager->shutdown_mu_);
+  for (int i = 0; i < manager->options_.concurrency; ++i) {
+    JobManager* self = manager.get();
+    manager->workers_.emplace_back([self] { self->WorkerLoop(); });
+  }
+  return manager;
+}
+
+JobManager::JobManager(Options options, JobStore* store, Runner* runner,
+                       events::EventBus* bus)
+    : options_(std::move(options)), store_(store), runner_(runner), bus_(bus) {
+  std::random_device device;
+  id_state_ = (static_cast<uint64_t>(device()) << 32) ^ device() ^
+              static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+}
+
+JobManager::~JobManager() { Shutdown(/*checkpoint=*/true); }
+
+absl::Time JobManager::Now() const {
+  return options_.now ? options_.now() : absl::Now();
+}
+
+void JobManager::Log(const std::string& id, absl::string_view line) const {
+  const std::string text = absl::StrCat("[", id, "] ", line);
+  if (options_.log) {
+    options_.log(text);
+  } else {
+    // One write per line keeps concurrent jobs' lines whole.
+    std::fputs(absl::StrCat(text, "\n").c_str(), stdout);
+    std::fflush(stdout);
+  }
+}
+
+absl::Status JobManager::Validate(
+    Mode mode, const std::map<std::string, std::string>& args,
+    const std::vector<engine::InputImage>& images) const {
+  absl::StatusOr<Config> config = MakeConfig(mode, args);
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(config.status().message());
+  }
+  if (!images.empty() && mode != Mode::kPredict) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "images: inline images are for predict jobs, not ", ModeName(mode)));
+  }
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (images[i].data.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "images[", i, "] (\"", images[i].name, "\"): empty image data"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string JobManager::NewIdLocked() {
+  while (true) {
+    // splitmix64: well mixed, and unique per state within the 48 bits used.
+    id_state_ += 0x9E3779B97F4A7C15ULL;
+    uint64_t z = id_state_;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    std::string id = absl::StrFormat("job-%012x", z & 0xFFFFFFFFFFFFULL);
+    if (active_.count(id) != 0) continue;
+    if (store_->Get(id).status().code() == absl::StatusCode::kNotFound) {
+      return id;
+    }
+  }
+}
+
+void JobManager::PersistLocked(const JobRecord& record) {
+  absl::Status status = store_->Put(record);
+  if (!status.ok()) {
+    Log(record.id,
+        absl::StrCat("cannot store the job's record: ", status.ToString()));
+  }
+}
+
+absl::Status JobManager::Recover() {
+  YH_ASSIGN_OR_RETURN(std::vector<JobRecord> unfinished,
+                      store_->MarkRunningInterrupted(Now()));
+  if (!options_.resume_interrupted) return absl::OkStatus();
+  // Jobs a clean shutdown interrupted are resumed as well.
+  std::vector<JobRecord> candidates;
+  ListQuery query;
+  query.states = {JobState::kInterrupted};
+  query.limit = JobStore::kMaxListLimit;
+  do {
+    YH_ASSIGN_OR_RETURN(ListPage page, store_->List(query));
+    for (JobRecord& job : page.jobs) {
+      if (job.mode == Mode::kTrain) candidates.push_back(std::move(job));
+    }
+    query.page_token = page.next_page_token;
+  } while (!query.page_token.empty());
+  // Oldest first, so that the queue keeps submission order.
+  std::reverse(candidates.begin(), candidates.end());
+
+  for (JobRecord& job : candidates) {
+    if (job.save_dir.empty()) continue;
+    const std::string last =
+        (std::filesystem::path(job.save_dir) / "weights" / "last.pt").string();
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(last, ec)) continue;
+    job.args["resume"] = last;
+    job.state = JobState::kQueued;
+    job.error.clear();
+    job.start_time = absl::InfinitePast();
+    job.end_time = absl::InfinitePast();
+    auto active = std::make_shared<Active>();
+    active->record = job;
+    {
+      absl::MutexLock lock(&mu_);
+      YH_RETURN_IF_ERROR(store_->Put(job));
+      active_[job.id] = active;
+      ++queued_;
+    }
+    if (bus_ != nullptr) bus_->StartJob(job.id, job.labels, job.args);
+    Log(job.id, absl::StrCat("resuming from ", last));
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(job.id);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobRecord> JobManager::Submit(
+    Mode mode, const std::map<std::string, std::string>& args,
+    const std::map<std::string, std::string>& labels,
+    std::vector<engine::InputImage> images) {
+  YH_RETURN_IF_ERROR(Validate(mode, args, images));
+  auto active = std::make_shared<Active>();
+  JobRecord record;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return absl::UnavailableError("the server is shutting down");
+    }
+    if (queued_ >= options_.max_queued) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the job queue is full (", options_.max_queued,
+                       " jobs waiting); retry when a job has started"));
+    }
+    record.id = NewIdLocked();
+    record.mode = mode;
+    record.state = JobState::kQueued;
+    record.args = args;
+    record.labels = labels;
+    record.create_time = Now();
+    YH_RETURN_IF_ERROR(store_->Put(record));
+    active->record = record;
+    active->images = std::move(images);
+    active_[record.id] = active;
+    ++queued_;
+  }
+  // The bus learns of the job before any worker can publish its events.
+  if (bus_ != nullptr) bus_->StartJob(record.id, labels, args);
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(record.id);
+  // Cancel or Shutdown may have ended it meanwhile.
+  if (it != active_.end() && it->second->record.state == JobState::kQueued) {
+    queue_.push_back(record.id);
+  }
+  return record;
+}
+
+absl::StatusOr<JobRecord> JobManager::RunNow(
+    Mode mode, const std::map<std::string, std::string>& args,
+    const std::map<std::string, std::string>& labels,
+    std::vector<engine::InputImage> images, DoneCallback done) {
+  YH_RETURN_IF_ERROR(Validate(mode, args, images));
+  auto active = std::make_shared<Active>();
+  JobRecord record;
+  std::vector<std::thread> finished;
+  {
+    absl::MutexLock lock(&mu_);
+    finished = ReapDirectLocked();
+    if (shutting_down_) {
+      return absl::UnavailableError("the server is shutting down");
+    }
+    if (direct_ >= options_.max_direct) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(options_.max_direct,
+                       " immediate jobs are running; retry when one ends"));
+    }
+    record.id = NewIdLocked();
+    record.mode = mode;
+    record.state = JobState::kRunning;
+    record.args = args;
+    record.labels = labels;
+    record.create_time = Now();
+    record.start_time = record.create_time;
+    YH_RETURN_IF_ERROR(store_->Put(record));
+    active->record = record;
+    active->images = std::move(images);
+    active->done = std::move(done);
+    active_[record.id] = active;
+    ++direct_;
+  }
+  for (std::thread& thread : finished) thread.join();
+  if (bus_ != nullptr) bus_->StartJob(record.id, labels, args);
+  absl::MutexLock lock(&mu_);
+  direct_threads_[record.id].thread = std::thread([this, active] {
+    Execute(active);
+    absl::MutexLock lock(&mu_);
+    --direct_;
+    direct_threads_[active->record.id].finished = true;
+  });
+  return record;
+}
+
+std::vector<std::thread> JobManager::ReapDirectLocked() {
+  std::vector<std::thread> finished;
+  for (auto it = direct_threads_.begin(); it != direct_threads_.end();) {
+    if (it->second.finished) {
+      finished.push_back(std::move(it->second.thread));
+      it = direct_threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return finished;
+}
+
+void JobManager::WorkerLoop() {
+  while (true) {
+    std::shared_ptr<Active> job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](JobManager* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return self->shutting_down_ || !self->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // shutting down
+      const std::string id = queue_.front();
+      queue_.pop_front();
+      auto it = active_.find(id);
+      if (it == active_.end() ||
+          it->second->record.state != JobState::kQueued) {
+        continue;  // cancelled while queued
+      }
+      job = it->second;
+      --queued_;
+      job->record.state = JobState::kRunning;
+      job->record.start_time = Now();
+      PersistLocked(job->record);
+    }
+    Execute(job);
+  }
+}
+
+void JobManager::Execute(const std::shared_ptr<Active>& job) {
+  JobRecord work;
+  {
+    absl::MutexLock lock(&mu_);
+    work = job->record;
+  }
+  const std::string id = work.id;
+
+  Callbacks callbacks;
+  // The run directory is persisted as soon as the engine reports it, so that a
+  // restart finds weights/last.pt of a train job that was running.
+  bool save_dir_known = false;
+  callbacks.AddForAll([this, job, &save_dir_known](EventContext& ctx) {
+    if (save_dir_known) return;
+    std::string save_dir;
+    if (ctx.trainer != nullptr) save_dir = ctx.trainer->save_dir;
+    if (ctx.validator != nullptr) save_dir = ctx.validator->save_dir;
+    if (ctx.predictor != nullptr) save_dir = ctx.predictor->save_dir;
+    if (save_dir.empty()) return;
+    save_dir_known = true;
+    absl::MutexLock lock(&mu_);
+    job->record.save_dir = save_dir;
+    PersistLocked(job->record);
+  });
+  if (bus_ != nullptr) callbacks.AddForAll(bus_->CallbackFor(id));
+
+  engine::RunOptions run;
+  run.callbacks = &callbacks;
+  run.cancel = &job->cancel;
+  run.log = [this, id](absl::string_view line) { Log(id, line); };
+  run.images = job->images;
+
+  absl::Status status;
+  try {
+    status = runner_->Run(work, run);
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("the job crashed: ", e.what()));
+  } catch (...) {
+    status = absl::InternalError("the job crashed with an unknown exception");
+  }
+  const int64_t last_seq = bus_ != nullptr ? bus_->LastSeq(id) : work.last_seq;
+
+  JobRecord final_record;
+  {
+    absl::MutexLock lock(&mu_);
+    JobRecord& record = job->record;
+    if (!work.save_dir.empty()) record.save_dir = work.save_dir;
+    record.metrics = work.metrics;
+    record.results = work.results;
+    record.artifacts = work.artifacts;
+    if (status.ok()) {
+      record.state = JobState::kSucceeded;
+      record.error.clear();
+    } else if (job->cancel.load() &&
+               status.code() == absl::StatusCode::kCancelled) {
+      record.state =
+          job->interrupt ? JobState::kInterrupted : JobState::kCancelled;
+      record.error = job->interrupt ? kShutdownError : "cancelled";
+    } else {
+      record.state = JobState::kFailed;
+      record.error = std::string(status.message());
+    }
+    record.end_time = Now();
+    record.last_seq = last_seq;
+    PersistLocked(record);
+    final_record = record;
+  }
+  Log(id,
+      absl::StrCat(JobStateName(final_record.state),
+                   final_record.error.empty() ? "" : ": ", final_record.error));
+  if (bus_ != nullptr) bus_->FinishJob(id);
+  {
+    // Leaving active_ releases Wait: everything about the job is final now.
+    absl::MutexLock lock(&mu_);
+    active_.erase(id);
+  }
+  if (job->done) job->done(final_record);
+}
+
+absl::StatusOr<JobRecord> JobManager::Get(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) {
+      JobRecord record = it->second->record;
+      if (bus_ != nullptr && record.state == JobState::kRunning) {
+        // The bus never calls into the manager, so querying it here is safe.
+        record.last_seq = bus_->LastSeq(id);
+      }
+      return record;
+    }
+  }
+  return store_->Get(id);
+}
+
+absl::StatusOr<ListPage> JobManager::List(const ListQuery& query) {
+  return store_->List(query);
+}
+
+absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
+  JobRecord cancelled;
+  std::optional<JobState> finished_state;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) {
+      Active& job = *it->second;
+      switch (job.record.state) {
+        case JobState::kRunning:
+          job.cancel.store(true);
+          return job.record;
+        case JobState::kQueued:
+          job.record.state = JobState::kCancelled;
+          job.record.error = "cancelled before it started";
+          job.record.end_time = Now();
+          PersistLocked(job.record);
+          cancelled = job.record;
+          --queued_;
+          active_.erase(it);
+          break;
+        default:  // ended a moment ago, not yet released
+          finished_state = job.record.state;
+          break;
+      }
+    }
+  }
+  if (cancelled.id.empty()) {
+    if (!finished_state) {
+      YH_ASSIGN_OR_RETURN(JobRecord finished, store_->Get(id));
+      finished_state = finished.state;
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " already finished (", JobStateName(*finished_state), ")"));
+  }
+  if (bus_ != nullptr) bus_->FinishJob(id);
+  return cancelled;
+}
+
+absl::StatusOr<JobRecord> JobManager::Wait(const std::string& id,
+                                           absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    struct Finished {
+      JobManager* self;
+      const std::string* id;
+      bool operator()() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return self->active_.count(*id) == 0;
+      }
+    } finished{this, &id};
+    if (!mu_.AwaitWithTimeout(absl::Condition(&finished), timeout)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "job ", id, " is still ", JobStateName(active_[id]->record.state),
+          " after ", absl::FormatDuration(timeout)));
+    }
+  }
+  return store_->Get(id);
+}
+
+void JobManager::Shutdown(bool checkpoint) {
+  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  std::vector<std::string> interrupted;
+  std::vector<std::thread> direct;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (auto it = active_.begin(); it != active_.end();) {
+      Active& job = *it->second;
+      if (job.record.state == JobState::kQueued) {
+        job.record.state = JobState::kInterrupted;
+        job.record.error = kShutdownError;
+        job.record.end_time = Now();
+        PersistLocked(job.record);
+        interrupted.push_back(job.record.id);
+        it = active_.erase(it);
+        continue;
+      }
+      if (checkpoint) {
+        job.interrupt = true;
+        job.cancel.store(true);
+      }
+      ++it;
+    }
+    queue_.clear();
+    queued_ = 0;
+  }
+  if (bus_ != nullptr) {
+    for (const std::string& id : interrupted) bus_->FinishJob(id);
+  }
+  for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+  // RunNow threads end on their own; wait for each, then join it.
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](JobManager* self)
+             ABSL_NO_THREAD_SAFETY_ANALYSIS { return self->direct_ == 0; },
+        this));
+    for (auto& [id, thread] : direct_threads_) {
+      direct.push_back(std::move(thread.thread));
+    }
+    direct_threads_.clear();
+  }
+  for (std::thread& thread : direct) thread.join();
+}
+
+}  // namespace yolohook::jobs

@@ -1,0 +1,187 @@
+// The job manager: accepts jobs, queues them, runs them on threads it owns,
+// records their lifecycle in the job store and streams their events through
+// the event bus.
+#ifndef YOLOHOOK_SERVER_JOBS_JOB_MANAGER_H_
+#define YOLOHOOK_SERVER_JOBS_JOB_MANAGER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/callbacks/callbacks.h"
+#include "server/common/config.h"
+#include "server/engine/run.h"
+#include "server/events/event_bus.h"
+#include "server/jobs/job.h"
+#include "server/jobs/job_store.h"
+
+namespace yolohook::jobs {
+
+// Runs one job to its end: the engine in production (EngineRunner), a fake in
+// tests. Implementations must be thread-safe: the manager calls Run from
+// several threads at once (one per running job).
+class Runner {
+ public:
+  virtual ~Runner() = default;
+
+  // Runs `job` (its mode and args) with `run` (callbacks, cancel flag, log,
+  // in-memory images) and fills job.save_dir, metrics, results and artifacts.
+  // Errors as the engine's (server/engine/run.h): CANCELLED when run.cancel
+  // was set, ABORTED when a callback failed the job, ... Must not throw.
+  virtual absl::Status Run(JobRecord& job, const engine::RunOptions& run) = 0;
+};
+
+// Owns the job queue and the threads that run jobs. Uses (does not own) a
+// JobStore, a Runner and optionally an EventBus, which must outlive it.
+// Thread-safe.
+//
+// Lifecycle: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, or
+// INTERRUPTED when the server stops under a job. On creation the manager marks
+// the jobs a previous server left QUEUED or RUNNING as INTERRUPTED, and queues
+// interrupted train jobs that have a weights/last.pt again, under the same id,
+// with resume=<last.pt>.
+//
+// The manager never holds its lock while calling the runner, the bus or a
+// done callback. Callbacks passed in (done) run on the job's thread.
+class JobManager {
+ public:
+  struct Options {
+    int concurrency = 1;  // queued jobs running at once (runner threads)
+    int max_queued = 64;  // queued jobs; Submit beyond: RESOURCE_EXHAUSTED
+    int max_direct =
+        4;  // RunNow jobs running at once; RESOURCE_EXHAUSTED beyond
+    bool resume_interrupted =
+        true;  // on creation, requeue interrupted train jobs
+    // Receives each job's log lines, prefixed "[<job id>] ". Null: stdout.
+    std::function<void(absl::string_view line)> log;
+    // The clock for job times (tests inject a fake). Null: absl::Now.
+    std::function<absl::Time()> now;
+  };
+
+  // Called once with the job's final record when a RunNow job ends (its state
+  // says how), or with an error if the record could not be stored.
+  using DoneCallback = std::function<void(absl::StatusOr<JobRecord>)>;
+
+  // Recovers the store's unfinished jobs (see the class comment) and starts the
+  // runner threads. `bus` may be null (no events). Errors: the store's;
+  // INVALID_ARGUMENT for concurrency < 1 or a negative limit.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(
+      Options options, JobStore* store, Runner* runner, events::EventBus* bus);
+
+  // Shutdown(true) unless already shut down.
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  // Queues a job and returns its record (QUEUED). Errors: INVALID_ARGUMENT
+  // naming a bad argument (key or value), an empty inline image, or images
+  // for a mode other than predict; RESOURCE_EXHAUSTED when max_queued jobs
+  // wait; UNAVAILABLE after Shutdown; the store's errors.
+  absl::StatusOr<JobRecord> Submit(
+      Mode mode, const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels,
+      std::vector<engine::InputImage> images = {}) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Runs a job at once on a thread of its own, bypassing the queue (the
+  // Predict RPC). Returns its record (RUNNING); `done` follows when it ends.
+  // Errors as Submit, RESOURCE_EXHAUSTED when max_direct jobs run.
+  absl::StatusOr<JobRecord> RunNow(
+      Mode mode, const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels,
+      std::vector<engine::InputImage> images, DoneCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The job's record (a running job's last_seq is the bus's). NOT_FOUND.
+  absl::StatusOr<JobRecord> Get(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Jobs from the store, newest first. Errors as JobStore::List.
+  absl::StatusOr<ListPage> List(const ListQuery& query);
+
+  // Cancels a job: a queued one becomes CANCELLED at once; a running one gets
+  // its cancel flag and becomes CANCELLED when the engine stops (at its next
+  // batch or image). Returns the record after the call. Errors: NOT_FOUND;
+  // FAILED_PRECONDITION naming the state of a finished job.
+  absl::StatusOr<JobRecord> Cancel(const std::string& id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Blocks until the job has finished (or `timeout` passes) and returns its
+  // record. Errors: NOT_FOUND; DEADLINE_EXCEEDED naming the job's state.
+  absl::StatusOr<JobRecord> Wait(
+      const std::string& id, absl::Duration timeout = absl::InfiniteDuration())
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Stops accepting jobs; queued jobs become INTERRUPTED. With `checkpoint`,
+  // running jobs get their cancel flag (train jobs keep weights/last.pt of
+  // their last finished epoch) and become INTERRUPTED, so that the next
+  // manager on the store resumes train jobs; without it they run to their end.
+  // Joins every thread the manager started. Idempotent.
+  void Shutdown(bool checkpoint) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  // A job the manager is queuing or running.
+  struct Active {
+    JobRecord record;                        // the latest state (persisted)
+    std::vector<engine::InputImage> images;  // predict: inline images
+    std::atomic<bool> cancel{false};         // the engine's cancel flag
+    bool interrupt = false;                  // cancelled by Shutdown(true)
+    DoneCallback done;                       // RunNow only
+  };
+  // A thread running a RunNow job.
+  struct DirectThread {
+    std::thread thread;
+    bool finished = false;
+  };
+
+  JobManager(Options options, JobStore* store, Runner* runner,
+             events::EventBus* bus);
+
+  absl::Time Now() const;
+  void Log(const std::string& id, absl::string_view line) const;
+  absl::Status Validate(Mode mode,
+                        const std::map<std::string, std::string>& args,
+                        const std::vector<engine::InputImage>& images) const;
+  std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Recover() ABSL_LOCKS_EXCLUDED(mu_);
+  void PersistLocked(const JobRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs a job already marked RUNNING, records how it ended and calls done.
+  void Execute(const std::shared_ptr<Active>& job) ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<std::thread> ReapDirectLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  JobStore* const store_;
+  Runner* const runner_;
+  events::EventBus* const bus_;
+
+  mutable absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Queued and running jobs by id; a job leaves when it finishes.
+  std::map<std::string, std::shared_ptr<Active>> active_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);  // FIFO of queued ids
+  int queued_ ABSL_GUARDED_BY(mu_) = 0;                 // jobs in state QUEUED
+  int direct_ ABSL_GUARDED_BY(mu_) = 0;                 // RunNow jobs running
+  uint64_t id_state_ ABSL_GUARDED_BY(mu_) = 0;          // id generator state
+  std::map<std::string, DirectThread> direct_threads_ ABSL_GUARDED_BY(mu_);
+
+  // Serializes Shutdown calls; guards the runner threads.
+  absl::Mutex shutdown_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::vector<std::thread> workers_ ABSL_GUARDED_BY(shutdown_mu_);
+};
+
+}  // namespace yolohook::jobs
+
+#endif  // YOLOHOOK_SERVER_JOBS_JOB_MANAGER_H_

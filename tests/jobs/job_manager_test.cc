@@ -1,0 +1,412 @@
+#include "server/jobs/job_manager.h"
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/events/event_bus.h"
+#include "server/jobs/job_store.h"
+#include "tests/jobs/fake_runner.h"
+#include "tests/testing/temp_dir.h"
+
+namespace yolohook::jobs {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+using ::testing::StartsWith;
+using ::testing::UnorderedElementsAre;
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    OpenStore();
+    runner_ = std::make_unique<testing::FakeRunner>(dir_.Sub("runs"));
+  }
+
+  // The manager logs into log_ until it is gone.
+  void TearDown() override {
+    if (manager_ != nullptr) manager_->Shutdown(/*checkpoint=*/true);
+    manager_.reset();
+  }
+
+  void OpenStore() {
+    absl::StatusOr<std::unique_ptr<JobStore>> store =
+        JobStore::Open(dir_.Sub("jobs.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    events::EventBus::Options bus_options;
+    bus_options.log = store_.get();
+    bus_ = std::make_unique<events::EventBus>(std::move(bus_options));
+  }
+
+  // Stops the manager and the bus and closes the store, as a server exit does.
+  void StopServer(bool checkpoint) {
+    manager_->Shutdown(checkpoint);
+    manager_.reset();
+    bus_.reset();
+    store_.reset();
+  }
+
+  void StartManager(JobManager::Options options = {}) {
+    options.log = [this](absl::string_view line) {
+      absl::MutexLock lock(&log_mu_);
+      log_.emplace_back(line);
+    };
+    absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(
+        std::move(options), store_.get(), runner_.get(), bus_.get());
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = std::move(*manager);
+  }
+
+  JobRecord SubmitOrDie(Mode mode, std::map<std::string, std::string> args,
+                        std::map<std::string, std::string> labels = {}) {
+    absl::StatusOr<JobRecord> job = manager_->Submit(mode, args, labels);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : JobRecord{};
+  }
+
+  JobRecord WaitOrDie(const std::string& id) {
+    absl::StatusOr<JobRecord> job = manager_->Wait(id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : JobRecord{};
+  }
+
+  std::vector<std::string> Log() {
+    absl::MutexLock lock(&log_mu_);
+    return log_;
+  }
+
+  yolohook::testing::TempDir dir_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<events::EventBus> bus_;
+  std::unique_ptr<testing::FakeRunner> runner_;
+  std::unique_ptr<JobManager> manager_;
+  absl::Mutex log_mu_;
+  std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
+};
+
+TEST_F(JobManagerTest, SubmittedJobRunsToSucceededWithRunnerResults) {
+  StartManager();
+  const JobRecord queued =
+      SubmitOrDie(Mode::kTrain, {{"epochs", "1"}}, {{"team", "x"}});
+  EXPECT_EQ(queued.state, JobState::kQueued);
+  EXPECT_THAT(queued.id, StartsWith("job-"));
+  EXPECT_EQ(queued.id.size(), 16u);
+  EXPECT_NE(queued.create_time, absl::InfinitePast());
+
+  const JobRecord done = WaitOrDie(queued.id);
+  EXPECT_EQ(done.state, JobState::kSucceeded);
+  EXPECT_THAT(done.error, IsEmpty());
+  EXPECT_THAT(done.metrics, ElementsAre(Pair("metrics/mAP50(B)", 0.5)));
+  EXPECT_EQ(done.save_dir, dir_.Sub("runs/" + queued.id));
+  ASSERT_EQ(done.artifacts.size(), 1u);
+  EXPECT_EQ(done.artifacts[0].kind, "weights_last");
+  EXPECT_THAT(done.args, ElementsAre(Pair("epochs", "1")));
+  EXPECT_THAT(done.labels, ElementsAre(Pair("team", "x")));
+  EXPECT_NE(done.start_time, absl::InfinitePast());
+  EXPECT_GE(done.end_time, done.start_time);
+  EXPECT_GE(done.start_time, done.create_time);
+
+  // The fake fired three events through the bus, which stored them.
+  EXPECT_EQ(done.last_seq, 3);
+  absl::StatusOr<std::vector<v1::Event>> events =
+      store_->Read(queued.id, 1, 10);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ((*events)[0].name(), "on_train_start");
+  EXPECT_EQ((*events)[1].name(), "on_fit_epoch_end");
+  EXPECT_EQ((*events)[2].name(), "on_train_end");
+  EXPECT_EQ(bus_->LastSeq(queued.id), 3);
+
+  // Get and List read the same record.
+  EXPECT_EQ(manager_->Get(queued.id)->state, JobState::kSucceeded);
+  absl::StatusOr<ListPage> page = manager_->List({});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 1u);
+  EXPECT_EQ(page->jobs[0].id, queued.id);
+  EXPECT_EQ(manager_->Get("job-unknown").status().code(),
+            absl::StatusCode::kNotFound);
+
+  // Its log lines carry its id.
+  bool found = false;
+  for (const std::string& line : Log()) {
+    if (line == absl::StrCat("[", queued.id, "] SUCCEEDED")) found = true;
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(JobManagerTest, BadArgumentsAreInvalidArgumentNamingTheKey) {
+  StartManager();
+  absl::StatusOr<JobRecord> bad_value =
+      manager_->Submit(Mode::kTrain, {{"epochs", "many"}}, {});
+  EXPECT_EQ(bad_value.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_value.status().message(), HasSubstr("epochs"));
+
+  absl::StatusOr<JobRecord> unknown =
+      manager_->Submit(Mode::kTrain, {{"epochz", "3"}}, {});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("epochz"));
+
+  EXPECT_THAT(manager_->List({})->jobs, IsEmpty());
+  EXPECT_THAT(runner_->started(), IsEmpty());
+}
+
+TEST_F(JobManagerTest, InlineImagesAreChecked) {
+  StartManager();
+  absl::StatusOr<JobRecord> empty = manager_->Submit(
+      Mode::kPredict, {}, {}, {{"ok.png", "bytes"}, {"empty.png", ""}});
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(empty.status().message(), HasSubstr("empty.png"));
+
+  absl::StatusOr<JobRecord> wrong_mode =
+      manager_->Submit(Mode::kTrain, {}, {}, {{"a.png", "bytes"}});
+  EXPECT_EQ(wrong_mode.status().code(), absl::StatusCode::kInvalidArgument);
+
+  absl::StatusOr<JobRecord> ok =
+      manager_->Submit(Mode::kPredict, {}, {}, {{"a.png", "bytes"}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(WaitOrDie(ok->id).state, JobState::kSucceeded);
+  EXPECT_EQ(runner_->images(ok->id), 1u);
+}
+
+TEST_F(JobManagerTest, QueuedJobsRunInSubmissionOrderOneAtATime) {
+  StartManager();
+  const JobRecord first = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  const JobRecord second = SubmitOrDie(Mode::kVal, {});
+  const JobRecord third = SubmitOrDie(Mode::kExport, {});
+  EXPECT_EQ(manager_->Get(first.id)->state, JobState::kRunning);
+  EXPECT_EQ(manager_->Get(second.id)->state, JobState::kQueued);
+  EXPECT_EQ(manager_->Get(third.id)->state, JobState::kQueued);
+  runner_->Release("block");
+  EXPECT_EQ(WaitOrDie(third.id).state, JobState::kSucceeded);
+  EXPECT_EQ(WaitOrDie(first.id).state, JobState::kSucceeded);
+  EXPECT_THAT(runner_->started(), ElementsAre(first.id, second.id, third.id));
+  EXPECT_EQ(runner_->max_running(), 1);
+}
+
+TEST_F(JobManagerTest, ConcurrencyRunsJobsSideBySide) {
+  JobManager::Options options;
+  options.concurrency = 2;
+  StartManager(options);
+  const JobRecord a = SubmitOrDie(Mode::kTrain, {{"name", "block-a"}});
+  const JobRecord b = SubmitOrDie(Mode::kTrain, {{"name", "block-b"}});
+  // Both block until released: this returns only if both run at once.
+  runner_->AwaitStarted(2);
+  EXPECT_EQ(runner_->max_running(), 2);
+  runner_->ReleaseAll();
+  EXPECT_EQ(WaitOrDie(a.id).state, JobState::kSucceeded);
+  EXPECT_EQ(WaitOrDie(b.id).state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, MaxQueuedRejectsWithResourceExhausted) {
+  JobManager::Options options;
+  options.max_queued = 1;
+  StartManager(options);
+  const JobRecord running = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  const JobRecord queued = SubmitOrDie(Mode::kVal, {});
+  absl::StatusOr<JobRecord> rejected = manager_->Submit(Mode::kVal, {}, {});
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  runner_->ReleaseAll();
+  EXPECT_EQ(WaitOrDie(queued.id).state, JobState::kSucceeded);
+  // With the queue drained there is room again.
+  absl::StatusOr<JobRecord> accepted = manager_->Submit(Mode::kVal, {}, {});
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(WaitOrDie(accepted->id).state, JobState::kSucceeded);
+  EXPECT_EQ(WaitOrDie(running.id).state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, CancelQueuedJobEndsItAtOnce) {
+  StartManager();
+  const JobRecord running = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  const JobRecord queued = SubmitOrDie(Mode::kVal, {});
+  absl::StatusOr<JobRecord> cancelled = manager_->Cancel(queued.id);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  EXPECT_NE(cancelled->end_time, absl::InfinitePast());
+  EXPECT_EQ(store_->Get(queued.id)->state, JobState::kCancelled);
+  EXPECT_EQ(WaitOrDie(queued.id).state, JobState::kCancelled);
+
+  runner_->ReleaseAll();
+  EXPECT_EQ(WaitOrDie(running.id).state, JobState::kSucceeded);
+  EXPECT_THAT(runner_->started(), ElementsAre(running.id));
+
+  absl::StatusOr<JobRecord> again = manager_->Cancel(running.id);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(again.status().message(), HasSubstr("SUCCEEDED"));
+  EXPECT_EQ(manager_->Cancel("job-unknown").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, CancelRunningJobStopsTheRunner) {
+  StartManager();
+  const JobRecord job = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  absl::StatusOr<JobRecord> cancelling = manager_->Cancel(job.id);
+  ASSERT_TRUE(cancelling.ok()) << cancelling.status();
+  EXPECT_EQ(cancelling->state, JobState::kRunning);
+  const JobRecord done = WaitOrDie(job.id);
+  EXPECT_EQ(done.state, JobState::kCancelled);
+  EXPECT_EQ(done.error, "cancelled");
+  EXPECT_EQ(done.last_seq, 1);  // on_train_start only
+}
+
+TEST_F(JobManagerTest, FailingRunnerFailsTheJobWithItsMessage) {
+  StartManager();
+  const JobRecord failing = SubmitOrDie(Mode::kTrain, {{"name", "fail"}});
+  const JobRecord next = SubmitOrDie(Mode::kTrain, {});
+  const JobRecord failed = WaitOrDie(failing.id);
+  EXPECT_EQ(failed.state, JobState::kFailed);
+  EXPECT_EQ(failed.error, "data: dataset exploded");
+  EXPECT_NE(failed.end_time, absl::InfinitePast());
+  // The manager goes on with the next job.
+  EXPECT_EQ(WaitOrDie(next.id).state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, WaitTimesOutOnARunningJob) {
+  StartManager();
+  const JobRecord job = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  absl::StatusOr<JobRecord> waited =
+      manager_->Wait(job.id, absl::ZeroDuration());
+  EXPECT_EQ(waited.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(waited.status().message(), HasSubstr("RUNNING"));
+  runner_->ReleaseAll();
+  EXPECT_EQ(WaitOrDie(job.id).state, JobState::kSucceeded);
+  EXPECT_EQ(manager_->Wait("job-unknown").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, RunNowBypassesTheQueue) {
+  StartManager();  // one runner thread, kept busy below
+  const JobRecord blocking = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+
+  absl::Notification done;
+  absl::StatusOr<JobRecord> final_record;
+  absl::StatusOr<JobRecord> started = manager_->RunNow(
+      Mode::kPredict, {{"imgsz", "64"}}, {{"rpc", "predict"}},
+      {{"a.png", "bytes"}}, [&](absl::StatusOr<JobRecord> record) {
+        final_record = std::move(record);
+        done.Notify();
+      });
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(started->state, JobState::kRunning);
+  done.WaitForNotification();
+  ASSERT_TRUE(final_record.ok()) << final_record.status();
+  EXPECT_EQ(final_record->id, started->id);
+  EXPECT_EQ(final_record->state, JobState::kSucceeded);
+  EXPECT_EQ(final_record->last_seq, 3);
+  EXPECT_EQ(runner_->images(started->id), 1u);
+  EXPECT_EQ(store_->Get(started->id)->state, JobState::kSucceeded);
+
+  absl::StatusOr<JobRecord> bad =
+      manager_->RunNow(Mode::kPredict, {{"conf", "x"}}, {}, {}, nullptr);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  runner_->ReleaseAll();
+  EXPECT_EQ(WaitOrDie(blocking.id).state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, ShutdownInterruptsQueuedAndRunningJobs) {
+  StartManager();
+  const JobRecord running = SubmitOrDie(Mode::kVal, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  const JobRecord queued = SubmitOrDie(Mode::kVal, {});
+  manager_->Shutdown(/*checkpoint=*/true);
+  const JobRecord r = *store_->Get(running.id);
+  const JobRecord q = *store_->Get(queued.id);
+  EXPECT_EQ(r.state, JobState::kInterrupted);
+  EXPECT_EQ(q.state, JobState::kInterrupted);
+  EXPECT_EQ(r.error, "server shut down");
+  EXPECT_THAT(runner_->started(), ElementsAre(running.id));
+  EXPECT_EQ(manager_->Submit(Mode::kVal, {}, {}).status().code(),
+            absl::StatusCode::kUnavailable);
+  manager_->Shutdown(true);  // idempotent
+}
+
+TEST_F(JobManagerTest, ShutdownWithoutCheckpointLetsRunningJobsFinish) {
+  StartManager();
+  const JobRecord running = SubmitOrDie(Mode::kVal, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  runner_->ReleaseAll();
+  manager_->Shutdown(/*checkpoint=*/false);
+  EXPECT_EQ(store_->Get(running.id)->state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, RestartResumesTrainJobAfterShutdown) {
+  StartManager();
+  const JobRecord train = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  // The manager stored the run directory as soon as the engine reported it;
+  // give the run a last.pt as the trainer would after an epoch.
+  const std::string save_dir = dir_.Sub("runs/" + train.id);
+  EXPECT_EQ(store_->Get(train.id)->save_dir, save_dir);
+  std::filesystem::create_directories(save_dir + "/weights");
+  std::ofstream(save_dir + "/weights/last.pt") << "weights";
+  StopServer(/*checkpoint=*/true);
+
+  OpenStore();
+  EXPECT_EQ(store_->Get(train.id)->state, JobState::kInterrupted);
+  runner_->ReleaseAll();
+  StartManager();
+  const JobRecord resumed = WaitOrDie(train.id);
+  EXPECT_EQ(resumed.state, JobState::kSucceeded);
+  EXPECT_THAT(
+      runner_->args(train.id),
+      UnorderedElementsAre(Pair("name", "block"),
+                           Pair("resume", save_dir + "/weights/last.pt")));
+  // The resumed run's events follow the first run's on_train_start.
+  EXPECT_EQ(resumed.last_seq, 4);
+  EXPECT_EQ(store_->Read(train.id, 1, 10)->size(), 4u);
+}
+
+TEST_F(JobManagerTest, RestartAfterCrashInterruptsUnfinishedJobs) {
+  // What a server that died left behind: a running train job with last.pt, a
+  // running val job and a queued train job that never started.
+  const std::string save_dir = dir_.Sub("runs/old");
+  std::filesystem::create_directories(save_dir + "/weights");
+  std::ofstream(save_dir + "/weights/last.pt") << "weights";
+  JobRecord train;
+  train.id = "job-00000000000a";
+  train.mode = Mode::kTrain;
+  train.state = JobState::kRunning;
+  train.args = {{"epochs", "3"}};
+  train.create_time = absl::FromUnixSeconds(100);
+  train.save_dir = save_dir;
+  JobRecord val = train;
+  val.id = "job-00000000000b";
+  val.mode = Mode::kVal;
+  JobRecord queued = train;
+  queued.id = "job-00000000000c";
+  queued.state = JobState::kQueued;
+  queued.save_dir.clear();
+  for (const JobRecord& job : {train, val, queued}) {
+    ASSERT_TRUE(store_->Put(job).ok());
+  }
+
+  StartManager();
+  const JobRecord resumed = WaitOrDie(train.id);
+  EXPECT_EQ(resumed.state, JobState::kSucceeded);
+  EXPECT_EQ(runner_->args(train.id).at("resume"),
+            save_dir + "/weights/last.pt");
+  EXPECT_THAT(runner_->started(), ElementsAre(train.id));
+  for (const std::string& id : {val.id, queued.id}) {
+    const JobRecord job = *manager_->Get(id);
+    EXPECT_EQ(job.state, JobState::kInterrupted);
+    EXPECT_EQ(job.error, "server restarted");
+  }
+}
+
+}  // namespace
+}  // namespace yolohook::jobs

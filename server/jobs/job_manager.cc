@@ -118,6 +118,9 @@ void JobManager::PersistLocked(const JobRecord& record) {
 absl::Status JobManager::Recover() {
   YH_ASSIGN_OR_RETURN(std::vector<JobRecord> unfinished,
                       store_->MarkRunningInterrupted(Now()));
+  for (const JobRecord& job : unfinished) {
+    Log(job.id, absl::StrCat("INTERRUPTED: ", kRestartedError));
+  }
   if (!options_.resume_interrupted) return absl::OkStatus();
   // Jobs a clean shutdown interrupted are resumed as well.
   std::vector<JobRecord> candidates;

@@ -36,7 +36,6 @@ class FakeRunner : public Runner {
         job.args.count("name") != 0 ? job.args.at("name") : "";
     {
       absl::MutexLock lock(&mu_);
-      started_.push_back(job.id);
       args_[job.id] = job.args;
       images_[job.id] = run.images.size();
       ++running_;
@@ -47,6 +46,10 @@ class FakeRunner : public Runner {
     state.save_dir = save_dir;
     state.epochs = 1;
     Fire(run, Event::kOnTrainStart, state);
+    {
+      absl::MutexLock lock(&mu_);
+      started_.push_back(job.id);
+    }
 
     absl::Status status = absl::OkStatus();
     if (absl::StartsWith(name, "block")) {
@@ -88,7 +91,7 @@ class FakeRunner : public Runner {
     changed_ = true;
   }
 
-  // Blocks until `count` jobs have started.
+  // Blocks until `count` jobs have started and fired their first event.
   void AwaitStarted(size_t count) {
     absl::MutexLock lock(&mu_);
     auto enough = [this, count]() ABSL_NO_THREAD_SAFETY_ANALYSIS {

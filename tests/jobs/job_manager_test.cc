@@ -18,6 +18,7 @@
 namespace yolohook::jobs {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -406,6 +407,28 @@ TEST_F(JobManagerTest, RestartAfterCrashInterruptsUnfinishedJobs) {
     EXPECT_EQ(job.state, JobState::kInterrupted);
     EXPECT_EQ(job.error, "server restarted");
   }
+}
+
+TEST_F(JobManagerTest, ResumeCanBeTurnedOff) {
+  const std::string save_dir = dir_.Sub("runs/old");
+  std::filesystem::create_directories(save_dir + "/weights");
+  std::ofstream(save_dir + "/weights/last.pt") << "weights";
+  JobRecord train;
+  train.id = "job-00000000000a";
+  train.mode = Mode::kTrain;
+  train.state = JobState::kRunning;
+  train.save_dir = save_dir;
+  ASSERT_TRUE(store_->Put(train).ok());
+
+  JobManager::Options options;
+  options.resume_interrupted = false;
+  StartManager(options);
+  EXPECT_EQ(manager_->Get(train.id)->state, JobState::kInterrupted);
+  const JobRecord next = SubmitOrDie(Mode::kVal, {});
+  EXPECT_EQ(WaitOrDie(next.id).state, JobState::kSucceeded);
+  EXPECT_THAT(runner_->started(), ElementsAre(next.id));
+  EXPECT_THAT(Log(),
+              Contains("[job-00000000000a] INTERRUPTED: server restarted"));
 }
 
 }  // namespace

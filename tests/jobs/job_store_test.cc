@@ -359,5 +359,22 @@ TEST(JobStoreTest, DirectoryIsRejected) {
   EXPECT_THAT(store.status().message(), HasSubstr("directory"));
 }
 
+TEST(JobTest, ProtoWithoutModeOrStateIsRejected) {
+  v1::Job proto = ToProto(FullJob());
+  EXPECT_EQ(proto.mode(), v1::MODE_PREDICT);
+  EXPECT_EQ(proto.state(), v1::JOB_STATE_SUCCEEDED);
+  proto.set_mode(v1::MODE_UNSPECIFIED);
+  absl::StatusOr<JobRecord> no_mode = FromProto(proto);
+  EXPECT_EQ(no_mode.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_mode.status().message(), HasSubstr("job-0123456789ab"));
+  proto.set_mode(v1::MODE_TRAIN);
+  proto.set_state(v1::JOB_STATE_UNSPECIFIED);
+  EXPECT_EQ(FromProto(proto).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(JobStateName(JobState::kInterrupted), "INTERRUPTED");
+  EXPECT_TRUE(IsFinished(JobState::kCancelled));
+  EXPECT_FALSE(IsFinished(JobState::kRunning));
+}
+
 }  // namespace
 }  // namespace yolohook::jobs

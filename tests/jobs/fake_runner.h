@@ -26,7 +26,8 @@ namespace yolohook::jobs::testing {
 //   anything else succeeds at once.
 // Every job fires on_train_start (with save_dir = <root>/<job id>), then
 // on_fit_epoch_end and on_train_end, and ends with metrics
-// {"metrics/mAP50(B)": 0.5} and a weights_last artifact. Thread-safe.
+// {"metrics/mAP50(B)": 0.5} and a weights_last artifact. A callback that
+// fails the job (EventContext::Fail) ends it with ABORTED. Thread-safe.
 class FakeRunner : public Runner {
  public:
   explicit FakeRunner(std::string root) : root_(std::move(root)) {}
@@ -45,14 +46,13 @@ class FakeRunner : public Runner {
     TrainerState state;
     state.save_dir = save_dir;
     state.epochs = 1;
-    Fire(run, Event::kOnTrainStart, state);
+    absl::Status status = Fire(run, Event::kOnTrainStart, state);
     {
       absl::MutexLock lock(&mu_);
       started_.push_back(job.id);
     }
 
-    absl::Status status = absl::OkStatus();
-    if (absl::StartsWith(name, "block")) {
+    if (status.ok() && absl::StartsWith(name, "block")) {
       absl::MutexLock lock(&mu_);
       // The cancel flag is an atomic the manager sets without our lock:
       // re-check it periodically.
@@ -62,14 +62,16 @@ class FakeRunner : public Runner {
         changed_ = false;
       }
     }
-    if (run.cancel != nullptr && run.cancel->load()) {
+    if (status.ok() && run.cancel != nullptr && run.cancel->load()) {
       status = absl::CancelledError("cancelled");
-    } else if (name == "fail") {
+    } else if (status.ok() && name == "fail") {
       status = absl::InvalidArgumentError("data: dataset exploded");
-    } else {
+    } else if (status.ok()) {
       state.epoch = 0;
-      Fire(run, Event::kOnFitEpochEnd, state);
-      Fire(run, Event::kOnTrainEnd, state);
+      status = Fire(run, Event::kOnFitEpochEnd, state);
+      if (status.ok()) status = Fire(run, Event::kOnTrainEnd, state);
+    }
+    if (status.ok()) {
       job.save_dir = save_dir;
       job.metrics = {{"metrics/mAP50(B)", 0.5}};
       job.artifacts = {{"weights_last", save_dir + "/weights/last.pt"}};
@@ -121,13 +123,16 @@ class FakeRunner : public Runner {
   }
 
  private:
-  static void Fire(const engine::RunOptions& run, Event event,
-                   TrainerState& state) {
-    if (run.callbacks == nullptr) return;
+  // Like the engine: a callback that failed the job ends it with ABORTED.
+  static absl::Status Fire(const engine::RunOptions& run, Event event,
+                           TrainerState& state) {
+    if (run.callbacks == nullptr) return absl::OkStatus();
     EventContext ctx;
     ctx.event = event;
     ctx.trainer = &state;
     run.callbacks->Run(ctx);
+    if (ctx.fail_reason) return absl::AbortedError(*ctx.fail_reason);
+    return absl::OkStatus();
   }
 
   const std::string root_;

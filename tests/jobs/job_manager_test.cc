@@ -431,5 +431,101 @@ TEST_F(JobManagerTest, ResumeCanBeTurnedOff) {
               Contains("[job-00000000000a] INTERRUPTED: server restarted"));
 }
 
+// Collects what a bus stream has for its client.
+class StreamReader {
+ public:
+  explicit StreamReader(events::EventBus& bus)
+      : stream_(bus.Connect([this] {
+          absl::MutexLock lock(&mu_);
+          ++ready_;
+        })) {}
+  ~StreamReader() { stream_->Close(); }
+
+  events::Stream& stream() { return *stream_; }
+
+  // The next message, waiting for the bus to announce one.
+  std::shared_ptr<const v1::ServerMessage> Next() {
+    while (true) {
+      int seen;
+      {
+        absl::MutexLock lock(&mu_);
+        seen = ready_;
+      }
+      if (auto message = stream_->Next()) return message;
+      absl::MutexLock lock(&mu_);
+      auto changed = [this, seen]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return ready_ != seen;
+      };
+      mu_.Await(absl::Condition(&changed));
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  int ready_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<events::Stream> stream_;
+};
+
+TEST_F(JobManagerTest, LabelSubscriptionReceivesTheJobsEvents) {
+  StartManager();
+  StreamReader reader(*bus_);
+  v1::Subscribe subscribe;
+  subscribe.set_subscription_id("mine");
+  (*subscribe.mutable_match_labels())["team"] = "x";
+  ASSERT_TRUE(reader.stream().Subscribe(subscribe).ok());
+  EXPECT_TRUE(reader.Next()->has_subscribed());
+
+  const JobRecord other = SubmitOrDie(Mode::kVal, {}, {{"team", "y"}});
+  const JobRecord job =
+      SubmitOrDie(Mode::kTrain, {{"epochs", "1"}}, {{"team", "x"}});
+  EXPECT_EQ(WaitOrDie(other.id).state, JobState::kSucceeded);
+  EXPECT_EQ(WaitOrDie(job.id).state, JobState::kSucceeded);
+
+  std::vector<std::string> names;
+  while (names.size() < 3) {
+    std::shared_ptr<const v1::ServerMessage> message = reader.Next();
+    ASSERT_TRUE(message->has_event());
+    EXPECT_EQ(message->event().job_id(), job.id);
+    EXPECT_EQ(message->event().seq(), static_cast<int64_t>(names.size()) + 1);
+    EXPECT_EQ(message->event().args().at("epochs"), "1");
+    names.push_back(message->event().name());
+  }
+  EXPECT_THAT(
+      names, ElementsAre("on_train_start", "on_fit_epoch_end", "on_train_end"));
+}
+
+TEST_F(JobManagerTest, InterceptorFailingTheJobFailsIt) {
+  StartManager();
+  StreamReader reader(*bus_);
+  v1::Subscribe subscribe;
+  subscribe.set_subscription_id("gate");
+  (*subscribe.mutable_match_labels())["gated"] = "yes";
+  subscribe.add_events("on_fit_epoch_end");
+  subscribe.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
+  subscribe.mutable_reply_timeout()->set_seconds(60);
+  ASSERT_TRUE(reader.stream().Subscribe(subscribe).ok());
+  EXPECT_TRUE(reader.Next()->has_subscribed());
+
+  const JobRecord job = SubmitOrDie(Mode::kTrain, {}, {{"gated", "yes"}});
+  std::shared_ptr<const v1::ServerMessage> message = reader.Next();
+  ASSERT_TRUE(message->has_event());
+  ASSERT_TRUE(message->event().reply_required());
+  EXPECT_EQ(message->event().name(), "on_fit_epoch_end");
+  EXPECT_EQ(manager_->Get(job.id)->state, JobState::kRunning);
+
+  v1::Reply reply;
+  reply.set_subscription_id("gate");
+  reply.set_job_id(job.id);
+  reply.set_seq(message->event().seq());
+  reply.add_mutations()->mutable_fail_job()->set_reason("loss exploded");
+  const v1::ReplyResult result = reader.stream().Reply(reply);
+  EXPECT_TRUE(result.applied()) << result.reason();
+
+  const JobRecord failed = WaitOrDie(job.id);
+  EXPECT_EQ(failed.state, JobState::kFailed);
+  EXPECT_THAT(failed.error, HasSubstr("loss exploded"));
+  EXPECT_EQ(failed.last_seq, 2);  // on_train_end never fired
+}
+
 }  // namespace
 }  // namespace yolohook::jobs

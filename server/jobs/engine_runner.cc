@@ -70,6 +70,9 @@ absl::Status RunEngine(const Config& config, JobRecord& job,
 
 absl::Status EngineRunner::Run(JobRecord& job, const engine::RunOptions& run) {
   std::map<std::string, std::string> args = job.args;
+  if (options_.threads > 0 && args.count("threads") == 0) {
+    args["threads"] = absl::StrCat(options_.threads);
+  }
   if (!options_.data_dir.empty() && args.count("data_dir") == 0) {
     args["data_dir"] = options_.data_dir;
   }

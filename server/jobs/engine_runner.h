@@ -20,6 +20,9 @@ class EngineRunner : public Runner {
     // Datasets and runs of jobs whose args set no data_dir ("" = the engine's
     // default: $YOLOHOOK_DATA_DIR or ~/.yolohook).
     std::string data_dir;
+    // LibTorch threads of jobs whose args set none (0 = the engine's default:
+    // all cores).
+    int threads = 0;
   };
 
   explicit EngineRunner(Options options) : options_(std::move(options)) {}

@@ -1,0 +1,89 @@
+// yolohookd: the yolohook server.
+//
+//   yolohookd --listen=127.0.0.1:50051 --data_dir=/var/lib/yolohook --threads=2
+//
+// SIGTERM or SIGINT drains: health turns NOT_SERVING, running train jobs stop
+// at their next batch keeping last.pt (they resume when the server starts
+// again), subscriptions end with SHUTDOWN, then the process exits.
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/engine/version.h"
+#include "server/service/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "address to serve on (host:port; port 0 picks a free port)");
+ABSL_FLAG(std::string, data_dir, "",
+          "job store, datasets and runs (default: $YOLOHOOK_DATA_DIR, else "
+          "~/.yolohook)");
+ABSL_FLAG(int, threads, 0, "LibTorch threads per job (0 = all cores)");
+ABSL_FLAG(int, concurrency, 1, "queued jobs running at once");
+ABSL_FLAG(int, max_queued, 64,
+          "queued jobs before SubmitJob answers RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, reply_timeout, absl::Seconds(5),
+          "how long a job waits for an interceptor that set no reply_timeout");
+ABSL_FLAG(absl::Duration, max_reply_timeout, absl::Seconds(60),
+          "the longest wait for one interceptor reply, extensions included");
+ABSL_FLAG(int, queue_limit, 1024,
+          "events queued per subscription before it is ended as lagging");
+ABSL_FLAG(int, max_message_mb, 64,
+          "largest gRPC message accepted (inline images), MiB");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "yolohookd: runs YOLO train/val/predict/export jobs and streams their "
+      "callback "
+      "events to gRPC clients.\nUsage: yolohookd [--listen=HOST:PORT] "
+      "[--data_dir=DIR] "
+      "[--threads=N] ...");
+  absl::ParseCommandLine(argc, argv);
+
+  // Signals are taken by one thread; every other thread blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  yolohook::service::Server::Options options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  options.reply_timeout = absl::GetFlag(FLAGS_reply_timeout);
+  options.max_reply_timeout = absl::GetFlag(FLAGS_max_reply_timeout);
+  options.queue_limit =
+      static_cast<size_t>(std::max(absl::GetFlag(FLAGS_queue_limit), 1));
+  options.max_message_bytes = std::max(absl::GetFlag(FLAGS_max_message_mb), 1)
+                              << 20;
+  auto server = yolohook::service::Server::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "yolohookd: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  std::printf("yolohookd %s listening on %s\n", yolohook::kVersion,
+              (*server)->address().c_str());
+  std::fflush(stdout);
+
+  std::thread waiter([&signals, &server] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::printf("yolohookd: %s, draining\n",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::fflush(stdout);
+    (*server)->Shutdown(absl::Seconds(10));
+  });
+  (*server)->Wait();
+  waiter.join();
+  std::printf("yolohookd: stopped\n");
+  return 0;
+}

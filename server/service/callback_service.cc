@@ -1,0 +1,214 @@
+#include "server/service/callback_service.h"
+
+#include <deque>
+#include <memory>
+
+#include "absl/synchronization/mutex.h"
+
+namespace yolohook::service {
+namespace {
+
+class ConnectReactor;
+
+// Lets the bus's ready signal reach the reactor safely: the signal may arrive
+// from a job thread at any time, also while the reactor is being destroyed.
+struct Link {
+  absl::Mutex mu;
+  ConnectReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  int in_flight ABSL_GUARDED_BY(mu) = 0;  // signals delivering right now
+};
+
+// One client's Connect stream. Owns itself: deleted in OnDone.
+class ConnectReactor final
+    : public grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage> {
+ public:
+  explicit ConnectReactor(events::EventBus* bus)
+      : link_(std::make_shared<Link>()) {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->reactor = this;
+    }
+    std::weak_ptr<Link> weak = link_;
+    stream_ = bus->Connect([weak] { Signal(weak); });
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed or went away
+      stream_->Close();
+      {
+        absl::MutexLock lock(&mu_);
+        read_done_ = true;
+      }
+      MaybeWrite();
+      return;
+    }
+    Handle(request_);
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      stream_->Close();
+      absl::MutexLock lock(&mu_);
+      read_done_ = true;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+    }
+    MaybeWrite();
+  }
+
+  void OnCancel() override { stream_->Close(); }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->reactor = nullptr;
+      link_->mu.Await(absl::Condition(
+          +[](int* n) { return *n == 0; }, &link_->in_flight));
+    }
+    stream_->Close();
+    delete this;
+  }
+
+ private:
+  static void Signal(const std::weak_ptr<Link>& weak) {
+    std::shared_ptr<Link> link = weak.lock();
+    if (link == nullptr) return;
+    ConnectReactor* reactor;
+    {
+      absl::MutexLock lock(&link->mu);
+      reactor = link->reactor;
+      if (reactor == nullptr) return;
+      ++link->in_flight;
+    }
+    reactor->MaybeWrite();
+    absl::MutexLock lock(&link->mu);
+    --link->in_flight;
+  }
+
+  void Queue(v1::ServerMessage message) {
+    {
+      absl::MutexLock lock(&mu_);
+      outbox_.push_back(
+          std::make_shared<const v1::ServerMessage>(std::move(message)));
+    }
+    MaybeWrite();
+  }
+
+  void QueueError(const std::string& subscription_id,
+                  const absl::Status& status) {
+    v1::ServerMessage out;
+    v1::StreamError* error = out.mutable_error();
+    error->set_subscription_id(subscription_id);
+    error->set_code(static_cast<int>(status.code()));
+    error->set_message(std::string(status.message()));
+    Queue(std::move(out));
+  }
+
+  void Handle(const v1::ClientMessage& message) {
+    switch (message.kind_case()) {
+      case v1::ClientMessage::kSubscribe: {
+        absl::Status s = stream_->Subscribe(message.subscribe());
+        if (!s.ok()) QueueError(message.subscribe().subscription_id(), s);
+        break;
+      }
+      case v1::ClientMessage::kUnsubscribe: {
+        absl::Status s =
+            stream_->Unsubscribe(message.unsubscribe().subscription_id());
+        if (!s.ok()) QueueError(message.unsubscribe().subscription_id(), s);
+        break;
+      }
+      case v1::ClientMessage::kReply: {
+        v1::ServerMessage out;
+        *out.mutable_reply_result() = stream_->Reply(message.reply());
+        Queue(std::move(out));
+        break;
+      }
+      case v1::ClientMessage::kExtendDeadline: {
+        v1::ServerMessage out;
+        *out.mutable_reply_result() =
+            stream_->ExtendDeadline(message.extend_deadline());
+        Queue(std::move(out));
+        break;
+      }
+      case v1::ClientMessage::KIND_NOT_SET:
+        QueueError(
+            "", absl::InvalidArgumentError(
+                    "empty ClientMessage: set subscribe, unsubscribe, reply or "
+                    "extend_deadline"));
+        break;
+    }
+  }
+
+  // Starts the next write if none is in flight; finishes the RPC once the
+  // client is gone and no write is in flight. Messages come from this
+  // reactor's own outbox (acks, errors) first, then from the bus.
+  void MaybeWrite() {
+    {
+      absl::MutexLock lock(&mu_);
+      signaled_ = true;
+      if (writing_ || finished_) return;
+      writing_ = true;
+    }
+    while (true) {
+      bool stop;
+      {
+        absl::MutexLock lock(&mu_);
+        signaled_ = false;
+        stop = read_done_;
+        current_ = nullptr;
+        if (!stop && !outbox_.empty()) {
+          current_ = std::move(outbox_.front());
+          outbox_.pop_front();
+        }
+      }
+      if (!stop && current_ == nullptr) current_ = stream_->Next();
+      if (!stop && current_ != nullptr) {
+        StartWrite(current_.get());
+        return;  // OnWriteDone frees the slot
+      }
+      if (stop) {
+        {
+          absl::MutexLock lock(&mu_);
+          finished_ = true;
+          writing_ = false;
+        }
+        Finish(grpc::Status::OK);
+        return;
+      }
+      absl::MutexLock lock(&mu_);
+      if (!signaled_) {
+        writing_ = false;
+        return;
+      }
+    }
+  }
+
+  std::shared_ptr<Link> link_;
+  std::shared_ptr<events::Stream> stream_;
+  v1::ClientMessage request_;
+
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<const v1::ServerMessage>> outbox_
+      ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) =
+      false;  // a write is in flight or being started
+  bool signaled_ ABSL_GUARDED_BY(mu_) =
+      false;  // something may have become ready
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;  // the client is gone
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish was called
+  // The message being written; only the holder of the write slot touches it.
+  std::shared_ptr<const v1::ServerMessage> current_;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>*
+CallbackServiceImpl::Connect(grpc::CallbackServerContext* /*context*/) {
+  return new ConnectReactor(bus_);
+}
+
+}  // namespace yolohook::service

@@ -1,0 +1,53 @@
+// JobService and PredictService: thin adapters from gRPC to the job manager.
+#ifndef YOLOHOOK_SERVER_SERVICE_JOB_SERVICE_H_
+#define YOLOHOOK_SERVER_SERVICE_JOB_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "server/jobs/job_manager.h"
+#include "yolohook/v1/jobs.grpc.pb.h"
+#include "yolohook/v1/predict.grpc.pb.h"
+
+namespace yolohook::service {
+
+// Submit, get, list, cancel. Each handler is quick (a store read or write) and
+// answers on the reactor thread. Thread-safe; the manager must outlive it.
+class JobServiceImpl final : public v1::JobService::CallbackApi {
+ public:
+  explicit JobServiceImpl(jobs::JobManager* manager) : manager_(manager) {}
+
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
+                                      const v1::SubmitJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request,
+                                   v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+
+ private:
+  jobs::JobManager* manager_;
+};
+
+// Synchronous prediction: runs a predict job outside the queue on a job
+// thread and answers when it finishes, so what interceptors replaced is what
+// the caller receives. Thread-safe; the manager must outlive it.
+class PredictServiceImpl final : public v1::PredictService::CallbackApi {
+ public:
+  explicit PredictServiceImpl(jobs::JobManager* manager) : manager_(manager) {}
+
+  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
+                                    const v1::PredictRequest* request,
+                                    v1::PredictResponse* response) override;
+
+ private:
+  jobs::JobManager* manager_;
+};
+
+}  // namespace yolohook::service
+
+#endif  // YOLOHOOK_SERVER_SERVICE_JOB_SERVICE_H_

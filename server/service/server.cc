@@ -1,0 +1,121 @@
+#include "server/service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/config.h"
+#include "server/common/status_macros.h"
+#include "server/jobs/engine_runner.h"
+#include "server/service/callback_service.h"
+#include "server/service/job_service.h"
+
+namespace yolohook::service {
+namespace {
+
+// Frames for subscriptions that asked for include_images.
+std::string EncodeJpeg(const FrameView& frame) {
+  if (frame.bgr == nullptr || frame.height <= 0 || frame.width <= 0) return "";
+  cv::Mat image(frame.height, frame.width, CV_8UC3,
+                const_cast<uint8_t*>(frame.bgr),
+                static_cast<size_t>(frame.step));
+  std::vector<uint8_t> bytes;
+  if (!cv::imencode(".jpg", image, bytes, {cv::IMWRITE_JPEG_QUALITY, 90}))
+    return "";
+  return std::string(bytes.begin(), bytes.end());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
+  std::unique_ptr<Server> s(new Server());
+  Config defaults;
+  defaults.data_dir = options.data_dir;
+  options.data_dir = ResolveDataDir(defaults);
+  s->options_ = options;
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--data_dir=", options.data_dir, ": ", ec.message()));
+  }
+  YH_ASSIGN_OR_RETURN(s->store_,
+                      jobs::JobStore::Open(options.data_dir + "/yolohook.db"));
+
+  events::EventBus::Options bus;
+  bus.queue_limit = options.queue_limit;
+  bus.default_reply_timeout = options.reply_timeout;
+  bus.max_reply_timeout = options.max_reply_timeout;
+  bus.log = s->store_.get();
+  bus.encode_jpeg = EncodeJpeg;
+  s->bus_ = std::make_unique<events::EventBus>(bus);
+
+  jobs::Runner* runner = options.runner;
+  if (runner == nullptr) {
+    jobs::EngineRunner::Options ro;
+    ro.data_dir = options.data_dir;
+    ro.threads = options.threads;
+    s->owned_runner_ = std::make_unique<jobs::EngineRunner>(ro);
+    runner = s->owned_runner_.get();
+  }
+  jobs::JobManager::Options mo;
+  mo.concurrency = options.concurrency;
+  mo.max_queued = options.max_queued;
+  YH_ASSIGN_OR_RETURN(
+      s->manager_,
+      jobs::JobManager::Create(mo, s->store_.get(), runner, s->bus_.get()));
+
+  s->services_.push_back(std::make_unique<JobServiceImpl>(s->manager_.get()));
+  s->services_.push_back(
+      std::make_unique<PredictServiceImpl>(s->manager_.get()));
+  s->services_.push_back(std::make_unique<CallbackServiceImpl>(s->bus_.get()));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &s->port_);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  for (auto& service : s->services_) builder.RegisterService(service.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    s->manager_->Shutdown(/*checkpoint=*/true);
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on --listen=", options.listen));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  return s;
+}
+
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+std::string Server::address() const {
+  std::string host = options_.listen.substr(0, options_.listen.rfind(':'));
+  return absl::StrCat(host, ":", port_);
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (server_ != nullptr)
+    server_->GetHealthCheckService()->SetServingStatus(false);
+  if (manager_ != nullptr) manager_->Shutdown(/*checkpoint=*/true);
+  if (bus_ != nullptr) bus_->Shutdown();
+  if (server_ != nullptr)
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      absl::ToChronoSeconds(grace));
+}
+
+void Server::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace yolohook::service

@@ -1,0 +1,75 @@
+// The yolohookd server, wired: job store, event bus, job manager and the gRPC
+// services (jobs, callbacks, predict, health, reflection). Used by
+// server/main.cc and by tests, which start it in-process on a free port.
+#ifndef YOLOHOOK_SERVER_SERVICE_SERVER_H_
+#define YOLOHOOK_SERVER_SERVICE_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/events/event_bus.h"
+#include "server/jobs/job_manager.h"
+#include "server/jobs/job_store.h"
+
+namespace yolohook::service {
+
+class Server {
+ public:
+  struct Options {
+    std::string listen =
+        "127.0.0.1:50051";  // host:port; port 0 picks a free one
+    std::string data_dir;   // store, datasets and runs ("" = engine default)
+    int threads = 0;        // LibTorch threads per job (0 = all cores)
+    int concurrency = 1;    // queued jobs running at once
+    int max_queued = 64;    // queued jobs before RESOURCE_EXHAUSTED
+    absl::Duration reply_timeout = absl::Seconds(5);  // interceptors' default
+    absl::Duration max_reply_timeout =
+        absl::Seconds(60);      // cap, extensions included
+    size_t queue_limit = 1024;  // messages per subscription before LAGGING
+    int max_message_bytes = 64 << 20;  // gRPC receive limit (inline images)
+    // Runs jobs; null: the YOLO engine. Tests pass a fake. Must outlive the
+    // server.
+    jobs::Runner* runner = nullptr;
+  };
+
+  // Opens the store under data_dir, recovers interrupted jobs, and starts
+  // serving. Errors: the store's; UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(Options options);
+  ~Server();
+
+  // The port actually bound.
+  int port() const { return port_; }
+  std::string address() const;
+  jobs::JobManager& manager() { return *manager_; }
+  events::EventBus& bus() { return *bus_; }
+
+  // Drains: health reports NOT_SERVING, queued jobs are interrupted, running
+  // ones stop at their next batch (train jobs keep last.pt from the last
+  // finished epoch and resume at the next start), subscriptions end with
+  // SHUTDOWN, then RPCs get `grace` to finish. Idempotent.
+  void Shutdown(absl::Duration grace = absl::Seconds(5));
+  // Blocks until Shutdown.
+  void Wait();
+
+ private:
+  Server() = default;
+
+  Options options_;
+  std::unique_ptr<jobs::JobStore> store_;
+  std::unique_ptr<events::EventBus> bus_;
+  std::unique_ptr<jobs::Runner> owned_runner_;
+  std::unique_ptr<jobs::JobManager> manager_;
+  std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace yolohook::service
+
+#endif  // YOLOHOOK_SERVER_SERVICE_SERVER_H_

@@ -41,7 +41,8 @@ class ServiceTest : public ::testing::Test {
     predict_ = v1::PredictService::NewStub(channel_);
   }
 
-  // Subscribes and waits for the ack (skipping events of earlier subscriptions).
+  // Subscribes and waits for the ack (skipping events of earlier
+  // subscriptions).
   static void Subscribe(CallbackStream& stream, v1::Subscribe subscribe) {
     v1::ClientMessage m;
     *m.mutable_subscribe() = subscribe;

@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/job_store.h"
-#include "tests/jobs/fake_runner.h"
+#include "tests/testing/fake_runner.h"
 #include "tests/testing/temp_dir.h"
 
 namespace yolohook::jobs {
@@ -30,7 +30,7 @@ class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     OpenStore();
-    runner_ = std::make_unique<testing::FakeRunner>(dir_.Sub("runs"));
+    runner_ = std::make_unique<yolohook::testing::FakeRunner>(dir_.Sub("runs"));
   }
 
   // The manager logs into log_ until it is gone.
@@ -89,7 +89,7 @@ class JobManagerTest : public ::testing::Test {
   yolohook::testing::TempDir dir_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<events::EventBus> bus_;
-  std::unique_ptr<testing::FakeRunner> runner_;
+  std::unique_ptr<yolohook::testing::FakeRunner> runner_;
   std::unique_ptr<JobManager> manager_;
   absl::Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
@@ -107,26 +107,29 @@ TEST_F(JobManagerTest, SubmittedJobRunsToSucceededWithRunnerResults) {
   const JobRecord done = WaitOrDie(queued.id);
   EXPECT_EQ(done.state, JobState::kSucceeded);
   EXPECT_THAT(done.error, IsEmpty());
-  EXPECT_THAT(done.metrics, ElementsAre(Pair("metrics/mAP50(B)", 0.5)));
+  EXPECT_THAT(done.metrics,
+              UnorderedElementsAre(Pair("epochs_completed", 1),
+                                   Pair("metrics/mAP50(B)", 0.1)));
   EXPECT_EQ(done.save_dir, dir_.Sub("runs/" + queued.id));
-  ASSERT_EQ(done.artifacts.size(), 1u);
-  EXPECT_EQ(done.artifacts[0].kind, "weights_last");
+  ASSERT_EQ(done.artifacts.size(), 2u);
+  EXPECT_EQ(done.artifacts[1].kind, "weights_last");
   EXPECT_THAT(done.args, ElementsAre(Pair("epochs", "1")));
   EXPECT_THAT(done.labels, ElementsAre(Pair("team", "x")));
   EXPECT_NE(done.start_time, absl::InfinitePast());
   EXPECT_GE(done.end_time, done.start_time);
   EXPECT_GE(done.start_time, done.create_time);
 
-  // The fake fired three events through the bus, which stored them.
-  EXPECT_EQ(done.last_seq, 3);
+  // The fake fired a one-epoch run's events through the bus, which stored
+  // them.
+  const int fired = yolohook::testing::FakeRunner::TrainEvents(1);
+  EXPECT_EQ(done.last_seq, fired);
   absl::StatusOr<std::vector<v1::Event>> events =
-      store_->Read(queued.id, 1, 10);
+      store_->Read(queued.id, 1, 100);
   ASSERT_TRUE(events.ok()) << events.status();
-  ASSERT_EQ(events->size(), 3u);
-  EXPECT_EQ((*events)[0].name(), "on_train_start");
-  EXPECT_EQ((*events)[1].name(), "on_fit_epoch_end");
-  EXPECT_EQ((*events)[2].name(), "on_train_end");
-  EXPECT_EQ(bus_->LastSeq(queued.id), 3);
+  ASSERT_EQ(events->size(), static_cast<size_t>(fired));
+  EXPECT_EQ(events->front().name(), "on_pretrain_routine_start");
+  EXPECT_EQ(events->back().name(), "teardown");
+  EXPECT_EQ(bus_->LastSeq(queued.id), fired);
 
   // Get and List read the same record.
   EXPECT_EQ(manager_->Get(queued.id)->state, JobState::kSucceeded);
@@ -260,7 +263,7 @@ TEST_F(JobManagerTest, CancelRunningJobStopsTheRunner) {
   const JobRecord done = WaitOrDie(job.id);
   EXPECT_EQ(done.state, JobState::kCancelled);
   EXPECT_EQ(done.error, "cancelled");
-  EXPECT_EQ(done.last_seq, 1);  // on_train_start only
+  EXPECT_EQ(done.last_seq, 1);  // its first event only
 }
 
 TEST_F(JobManagerTest, FailingRunnerFailsTheJobWithItsMessage) {
@@ -308,7 +311,8 @@ TEST_F(JobManagerTest, RunNowBypassesTheQueue) {
   ASSERT_TRUE(final_record.ok()) << final_record.status();
   EXPECT_EQ(final_record->id, started->id);
   EXPECT_EQ(final_record->state, JobState::kSucceeded);
-  EXPECT_EQ(final_record->last_seq, 3);
+  // on_predict_start, the image's three events, on_predict_end.
+  EXPECT_EQ(final_record->last_seq, 5);
   EXPECT_EQ(runner_->images(started->id), 1u);
   EXPECT_EQ(store_->Get(started->id)->state, JobState::kSucceeded);
 
@@ -367,9 +371,10 @@ TEST_F(JobManagerTest, RestartResumesTrainJobAfterShutdown) {
       runner_->args(train.id),
       UnorderedElementsAre(Pair("name", "block"),
                            Pair("resume", save_dir + "/weights/last.pt")));
-  // The resumed run's events follow the first run's on_train_start.
-  EXPECT_EQ(resumed.last_seq, 4);
-  EXPECT_EQ(store_->Read(train.id, 1, 10)->size(), 4u);
+  // The resumed run's events follow the first run's first event.
+  const int fired = 1 + yolohook::testing::FakeRunner::TrainEvents(1);
+  EXPECT_EQ(resumed.last_seq, fired);
+  EXPECT_EQ(store_->Read(train.id, 1, 100)->size(), static_cast<size_t>(fired));
 }
 
 TEST_F(JobManagerTest, RestartAfterCrashInterruptsUnfinishedJobs) {
@@ -482,7 +487,8 @@ TEST_F(JobManagerTest, LabelSubscriptionReceivesTheJobsEvents) {
   EXPECT_EQ(WaitOrDie(job.id).state, JobState::kSucceeded);
 
   std::vector<std::string> names;
-  while (names.size() < 3) {
+  const size_t fired = yolohook::testing::FakeRunner::TrainEvents(1);
+  while (names.size() < fired) {
     std::shared_ptr<const v1::ServerMessage> message = reader.Next();
     ASSERT_TRUE(message->has_event());
     EXPECT_EQ(message->event().job_id(), job.id);
@@ -491,7 +497,12 @@ TEST_F(JobManagerTest, LabelSubscriptionReceivesTheJobsEvents) {
     names.push_back(message->event().name());
   }
   EXPECT_THAT(
-      names, ElementsAre("on_train_start", "on_fit_epoch_end", "on_train_end"));
+      names, ElementsAre("on_pretrain_routine_start", "on_pretrain_routine_end",
+                         "on_train_start", "on_train_epoch_start",
+                         "on_train_batch_start", "on_train_batch_end",
+                         "on_train_batch_start", "on_train_batch_end",
+                         "on_train_epoch_end", "on_fit_epoch_end",
+                         "on_train_end", "teardown"));
 }
 
 TEST_F(JobManagerTest, InterceptorFailingTheJobFailsIt) {
@@ -524,7 +535,9 @@ TEST_F(JobManagerTest, InterceptorFailingTheJobFailsIt) {
   const JobRecord failed = WaitOrDie(job.id);
   EXPECT_EQ(failed.state, JobState::kFailed);
   EXPECT_THAT(failed.error, HasSubstr("loss exploded"));
-  EXPECT_EQ(failed.last_seq, 2);  // on_train_end never fired
+  // The job ended at the intercepted event: on_train_end never fired.
+  EXPECT_EQ(failed.last_seq, message->event().seq());
+  EXPECT_EQ(store_->Read(job.id, 1, 100)->back().name(), "on_fit_epoch_end");
 }
 
 }  // namespace

@@ -5,9 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "server/service/server.h"
 #include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
@@ -26,12 +31,13 @@ class ServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(); }
 
-  void StartServer() {
+  void StartServer(size_t queue_limit = 1024) {
     Server::Options options;
     options.listen = "127.0.0.1:0";
     options.data_dir = dir_.path();
     options.runner = &runner_;
     options.reply_timeout = absl::Milliseconds(300);
+    options.queue_limit = queue_limit;
     auto server = Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -41,18 +47,48 @@ class ServiceTest : public ::testing::Test {
     predict_ = v1::PredictService::NewStub(channel_);
   }
 
-  // Subscribes and waits for the ack (skipping events of earlier
-  // subscriptions).
-  static void Subscribe(CallbackStream& stream, v1::Subscribe subscribe) {
-    v1::ClientMessage m;
-    *m.mutable_subscribe() = subscribe;
-    ASSERT_TRUE(stream.Send(m));
-    auto ack = stream.ReadUntil([](const v1::ServerMessage& m) {
-      return m.has_subscribed() || m.has_error();
-    });
-    ASSERT_TRUE(ack.has_value());
-    ASSERT_TRUE(ack->has_subscribed()) << ack->DebugString();
-    EXPECT_EQ(ack->subscribed().subscription_id(), subscribe.subscription_id());
+  // Subscribes and returns the ack.
+  static v1::Subscribed Subscribe(CallbackStream& stream,
+                                  const v1::Subscribe& subscribe) {
+    std::optional<v1::ServerMessage> ack = stream.Subscribe(subscribe);
+    EXPECT_TRUE(ack.has_value());
+    if (!ack.has_value()) return {};
+    EXPECT_TRUE(ack->has_subscribed()) << ack->DebugString();
+    return ack->subscribed();
+  }
+
+  // Replies to `event` with `mutations`, expecting them applied.
+  static void Reply(CallbackStream& stream, const v1::Event& event,
+                    const std::vector<v1::Mutation>& mutations) {
+    std::optional<v1::ReplyResult> result = stream.Reply(event, mutations);
+    ASSERT_TRUE(result.has_value());
+    EXPECT_TRUE(result->applied()) << result->reason();
+  }
+
+  // Reads until a subscription ends; returns the seqs of the events of
+  // `job_id` seen before, and how it ended.
+  static std::pair<std::vector<int64_t>, v1::SubscriptionEnded> ReadUntilEnded(
+      CallbackStream& stream, const std::string& job_id) {
+    std::vector<int64_t> seqs;
+    while (auto m = stream.Read()) {
+      if (m->has_event() && m->event().job_id() == job_id)
+        seqs.push_back(m->event().seq());
+      if (m->has_subscription_ended()) return {seqs, m->subscription_ended()};
+    }
+    ADD_FAILURE() << "the subscription did not end";
+    return {seqs, {}};
+  }
+
+  static v1::Box MakeBox(float x1, float y1, float x2, float y2, float conf,
+                         int cls) {
+    v1::Box b;
+    b.set_x1(x1);
+    b.set_y1(y1);
+    b.set_x2(x2);
+    b.set_y2(y2);
+    b.set_conf(conf);
+    b.set_cls(cls);
+    return b;
   }
 
   v1::Job Submit(v1::Mode mode, std::map<std::string, std::string> args,
@@ -352,6 +388,216 @@ TEST_F(ServiceTest, BadSubmissionsAreExplained) {
   EXPECT_EQ(predict_->Predict(&predict_context, v1::PredictRequest(), &response)
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
+  server_->Shutdown();
+  server_.reset();
+  StartServer(/*queue_limit=*/8);
+  CallbackStream stream(channel_);
+  v1::Subscribe sub;
+  sub.set_subscription_id("slow");
+  (*sub.mutable_match_labels())["run"] = "long";
+  Subscribe(stream, sub);
+
+  // The observer stops reading. The job's events (each carrying the job's
+  // arguments, here a long name) are megabytes: more than gRPC's flow-control
+  // window and the socket buffers hold, so the subscription's queue fills.
+  stream.Pause();
+  const int epochs = 300;
+  v1::Job job = Submit(v1::MODE_TRAIN,
+                       {{"epochs", absl::StrCat(epochs)},
+                        {"name", "long-" + std::string(2000, 'x')}},
+                       {{"run", "long"}});
+  v1::Job done = WaitDone(job.id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  const int64_t last = testing::FakeRunner::TrainEvents(epochs);
+  ASSERT_EQ(done.last_seq(), last);
+
+  stream.Resume();
+  std::vector<int64_t> seen;
+  v1::SubscriptionEnded ended;
+  std::tie(seen, ended) = ReadUntilEnded(stream, job.id());
+  EXPECT_EQ(ended.subscription_id(), "slow");
+  ASSERT_EQ(ended.reason(), v1::END_REASON_LAGGING) << ended.DebugString();
+  ASSERT_EQ(ended.resume_seq().count(job.id()), 1u);
+  const int64_t resume = ended.resume_seq().at(job.id());
+  EXPECT_LT(resume, last);
+  std::vector<int64_t> expected;
+  for (int64_t s = 1; s < resume; ++s) expected.push_back(s);
+  EXPECT_EQ(seen, expected);
+
+  // Resuming from resume_seq, on the same stream or a new one, delivers every
+  // remaining event once, in order, then JOBS_DONE.
+  for (expected.clear(); static_cast<int64_t>(expected.size()) < last;)
+    expected.push_back(static_cast<int64_t>(expected.size()) + 1);
+  auto resume_on = [&](CallbackStream& s) {
+    v1::Subscribe again;
+    again.set_subscription_id("slow");
+    again.add_job_ids(job.id());
+    again.set_from_seq(resume);
+    Subscribe(s, again);
+    std::vector<int64_t> rest;
+    v1::SubscriptionEnded end;
+    std::tie(rest, end) = ReadUntilEnded(s, job.id());
+    EXPECT_EQ(end.reason(), v1::END_REASON_JOBS_DONE) << end.DebugString();
+    std::vector<int64_t> all = seen;
+    all.insert(all.end(), rest.begin(), rest.end());
+    EXPECT_EQ(all, expected);
+  };
+  resume_on(stream);
+  CallbackStream fresh(channel_);
+  resume_on(fresh);
+}
+
+TEST_F(ServiceTest,
+       InterceptorsChainByPriorityAndPredictReturnsTheCombination) {
+  CallbackStream early(channel_);
+  CallbackStream late(channel_);
+  CallbackStream watcher(channel_);
+  v1::Subscribe sub;
+  (*sub.mutable_match_labels())["chain"] = "yes";
+  sub.add_events("on_predict_postprocess_end");
+  sub.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
+  sub.set_failure_mode(v1::FAILURE_MODE_FAIL_JOB);
+  sub.mutable_reply_timeout()->set_seconds(20);
+  // Subscribed in the opposite order of their priorities.
+  sub.set_subscription_id("late");
+  sub.set_priority(20);
+  Subscribe(late, sub);
+  sub.set_subscription_id("early");
+  sub.set_priority(10);
+  Subscribe(early, sub);
+  v1::Subscribe watch;
+  watch.set_subscription_id("watch");
+  (*watch.mutable_match_labels())["chain"] = "yes";
+  watch.add_events("on_predict_postprocess_end");
+  Subscribe(watcher, watch);
+
+  const v1::Box fake_box = MakeBox(1, 2, 10, 12, 0.9f, 0);
+  const v1::Box early_box = MakeBox(3, 4, 20, 24, 0.8f, 1);
+  const v1::Box late_box = MakeBox(5, 6, 7, 8, 0.7f, 1);
+  auto same = [](const v1::Box& a, const v1::Box& b) {
+    return a.x1() == b.x1() && a.y1() == b.y1() && a.x2() == b.x2() &&
+           a.y2() == b.y2() && a.conf() == b.conf() && a.cls() == b.cls();
+  };
+  // Each adds a box to what it sees.
+  auto intercept = [&](CallbackStream& stream, const v1::Box& add,
+                       std::vector<v1::Box>* saw) {
+    auto m = stream.ReadUntil(
+        [](const v1::ServerMessage& x) { return x.has_event(); });
+    ASSERT_TRUE(m.has_value());
+    ASSERT_TRUE(m->event().reply_required());
+    ASSERT_EQ(m->event().predictor().results_size(), 1);
+    const v1::Result& seen = m->event().predictor().results(0);
+    saw->assign(seen.boxes().begin(), seen.boxes().end());
+    v1::Mutation mutation;
+    v1::Result* r = mutation.mutable_replace_results()->add_results();
+    *r = seen;
+    *r->add_boxes() = add;
+    Reply(stream, m->event(), {mutation});
+  };
+  std::vector<v1::Box> early_saw;
+  std::vector<v1::Box> late_saw;
+  std::thread early_thread([&] { intercept(early, early_box, &early_saw); });
+  std::thread late_thread([&] { intercept(late, late_box, &late_saw); });
+
+  v1::PredictRequest request;
+  (*request.mutable_labels())["chain"] = "yes";
+  v1::Image* image = request.add_images();
+  image->set_name("a.jpg");
+  image->set_data("fake engine: not decoded");
+  v1::PredictResponse response;
+  grpc::ClientContext context;
+  grpc::Status status = predict_->Predict(&context, request, &response);
+  early_thread.join();
+  late_thread.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  // The lower priority ran first; the other saw its box.
+  ASSERT_EQ(early_saw.size(), 1u);
+  EXPECT_TRUE(same(early_saw[0], fake_box));
+  ASSERT_EQ(late_saw.size(), 2u);
+  EXPECT_TRUE(same(late_saw[1], early_box));
+  const std::vector<v1::Box> combined = {fake_box, early_box, late_box};
+  ASSERT_EQ(response.results_size(), 1);
+  ASSERT_EQ(response.results(0).boxes_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(same(response.results(0).boxes(i), combined[i]))
+        << response.results(0).boxes(i).DebugString();
+  }
+  auto observed = watcher.ReadUntil(
+      [](const v1::ServerMessage& x) { return x.has_event(); });
+  ASSERT_TRUE(observed.has_value());
+  EXPECT_FALSE(observed->event().reply_required());
+  EXPECT_EQ(observed->event().job_id(), response.job_id());
+  ASSERT_EQ(observed->event().predictor().results_size(), 1);
+  const v1::Result& final_result = observed->event().predictor().results(0);
+  ASSERT_EQ(final_result.boxes_size(), 3);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(same(final_result.boxes(i), combined[i]));
+}
+
+TEST_F(ServiceTest,
+       InterceptorSeesOnlyEventsAfterItsAckAndObserversSeeItsWork) {
+  // The job fires its first event, then waits.
+  v1::Job job =
+      Submit(v1::MODE_TRAIN, {{"epochs", "1"}, {"name", "block-tag"}}, {});
+  runner_.AwaitStarted(1);
+
+  CallbackStream interceptor(channel_);
+  v1::Subscribe tag;
+  tag.set_subscription_id("tag");
+  tag.add_job_ids(job.id());
+  tag.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
+  tag.set_failure_mode(v1::FAILURE_MODE_FAIL_JOB);
+  tag.mutable_reply_timeout()->set_seconds(20);
+  v1::Subscribed ack = Subscribe(interceptor, tag);
+  ASSERT_EQ(ack.last_seq().count(job.id()), 1u);
+  EXPECT_EQ(ack.last_seq().at(job.id()), 1);
+
+  CallbackStream observer(channel_);
+  v1::Subscribe watch;
+  watch.set_subscription_id("watch");
+  watch.add_job_ids(job.id());
+  watch.set_from_seq(1);
+  Subscribe(observer, watch);
+
+  // The interceptor logs each event's seq as a metric.
+  std::vector<int64_t> intercepted;
+  std::thread replies([&] {
+    while (true) {
+      auto m = interceptor.ReadUntil(
+          [](const v1::ServerMessage& x) { return x.has_event(); });
+      ASSERT_TRUE(m.has_value());
+      ASSERT_TRUE(m->event().reply_required());
+      intercepted.push_back(m->event().seq());
+      v1::Mutation mutation;
+      (*mutation.mutable_log_metrics()->mutable_metrics())["remote/seq"] =
+          static_cast<double>(m->event().seq());
+      Reply(interceptor, m->event(), {mutation});
+      if (m->event().name() == "teardown") return;
+    }
+  });
+  runner_.Release("block-tag");
+  std::vector<v1::Event> events = EventsUntil(observer, "teardown");
+  replies.join();
+  EXPECT_EQ(WaitDone(job.id()).state(), v1::JOB_STATE_SUCCEEDED);
+
+  const int64_t last = testing::FakeRunner::TrainEvents(1);
+  std::vector<int64_t> expected;
+  for (int64_t s = 2; s <= last; ++s) expected.push_back(s);
+  EXPECT_EQ(intercepted, expected);  // never the event fired before the ack
+  ASSERT_EQ(events.size(), static_cast<size_t>(last));
+  for (const v1::Event& e : events) {
+    const auto& logged = e.trainer().logged_metrics();
+    if (e.seq() == 1) {
+      EXPECT_EQ(logged.count("remote/seq"), 0u);
+    } else {
+      ASSERT_EQ(logged.count("remote/seq"), 1u) << e.name();
+      EXPECT_EQ(logged.at("remote/seq"), static_cast<double>(e.seq()));
+    }
+  }
 }
 
 }  // namespace

@@ -4,15 +4,23 @@
 //   yolohook val model=runs/detect/train/weights/best.pt data=shapes
 //   yolohook predict model=best.pt source=images/
 //   yolohook export model=best.pt format=onnx
+//
+// With --server=HOST:PORT (or $YOLOHOOK_SERVER) the same commands run on a
+// yolohookd and are followed through their events; jobs, watch and cancel
+// need the server.
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/remote.h"
 #include "server/common/config.h"
 #include "server/engine/version.h"
 #include "server/engine/yolo.h"
@@ -34,6 +42,16 @@ Other commands:
 
 data=shapes is a built-in dataset, generated on first use under the data directory
 (data_dir=, else $YOLOHOOK_DATA_DIR, else ~/.yolohook), where runs/ also goes.
+
+Server mode: --server=HOST:PORT (or $YOLOHOOK_SERVER) submits MODE jobs to a yolohookd
+and follows them (predict uploads the local images named by source=; Ctrl-C cancels
+the job; --label=KEY=VALUE, repeatable, labels the job for subscriptions). Flags may
+come anywhere. Commands that need a server:
+  yolohook jobs [state=running,queued] [label=KEY=VALUE] [limit=N]   a table of jobs
+  yolohook watch [JOB] [--events=on_train_epoch_end,...] [--from_seq=N]
+                     every event as a JSON line: of JOB (from seq 1, until it ends),
+                     or of all jobs (new events only, until Ctrl-C)
+  yolohook cancel JOB
 )";
 
 yolohook::engine::Yolo* g_running = nullptr;
@@ -87,10 +105,63 @@ void PrintMetrics(const std::map<std::string, double>& metrics) {
     std::printf("  %-24s %.5g\n", k.c_str(), v);
 }
 
+// Takes the --name=value flags out of `words`. Errors name the flag.
+absl::Status TakeFlags(std::vector<std::string>& words,
+                       yolohook::cli::RemoteFlags& flags) {
+  std::vector<std::string> rest;
+  for (const std::string& word : words) {
+    if (!absl::StartsWith(word, "--") || word == "--help" ||
+        word == "--version") {
+      rest.push_back(word);
+      continue;
+    }
+    const size_t eq = word.find('=');
+    const std::string name = word.substr(0, eq);
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " needs a value: ", name, "=..."));
+    }
+    const std::string value = word.substr(eq + 1);
+    if (name == "--server") {
+      if (value.empty())
+        return absl::InvalidArgumentError("--server= needs HOST:PORT");
+      flags.server = value;
+    } else if (name == "--label") {
+      const size_t sep = value.find('=');
+      if (sep == std::string::npos || sep == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--label=", value, ": expected KEY=VALUE"));
+      }
+      flags.labels[value.substr(0, sep)] = value.substr(sep + 1);
+    } else if (name == "--events") {
+      flags.events = value;
+    } else if (name == "--from_seq") {
+      if (!absl::SimpleAtoi(value, &flags.from_seq)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--from_seq=", value, ": expected an integer"));
+      }
+      flags.has_from_seq = true;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", name,
+                       " (flags: --server, --label, --events, --from_seq)"));
+    }
+  }
+  words = std::move(rest);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> words(argv + 1, argv + argc);
+  yolohook::cli::RemoteFlags flags;
+  if (const char* env = std::getenv("YOLOHOOK_SERVER"); env != nullptr)
+    flags.server = env;
+  if (absl::Status s = TakeFlags(words, flags); !s.ok()) {
+    std::fprintf(stderr, "yolohook: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   if (!words.empty() && words[0] == "detect") words.erase(words.begin());
   if (words.empty() || words[0] == "help" || words[0] == "--help" ||
       words[0] == "-h") {
@@ -109,6 +180,29 @@ int main(int argc, char** argv) {
           info.help.c_str());
     }
     return 0;
+  }
+  if (words[0] == "jobs" || words[0] == "watch" || words[0] == "cancel") {
+    if (flags.server.empty()) {
+      std::fprintf(stderr,
+                   "yolohook: %s needs a server: --server=HOST:PORT (or "
+                   "$YOLOHOOK_SERVER)\n",
+                   words[0].c_str());
+      return 2;
+    }
+    const std::string command = words[0];
+    words.erase(words.begin());
+    if (command == "jobs") return yolohook::cli::RunJobs(flags, words);
+    if (command == "watch") return yolohook::cli::RunWatch(flags, words);
+    return yolohook::cli::RunCancel(flags, words);
+  }
+  if (!flags.events.empty() || flags.has_from_seq) {
+    std::fprintf(stderr, "yolohook: --events and --from_seq are for watch\n");
+    return 2;
+  }
+  if (!flags.labels.empty() && flags.server.empty()) {
+    std::fprintf(stderr,
+                 "yolohook: --label needs a server: --server=HOST:PORT\n");
+    return 2;
   }
   absl::StatusOr<yolohook::Mode> mode = yolohook::ModeFromName(words[0]);
   if (!mode.ok()) {
@@ -130,6 +224,8 @@ int main(int argc, char** argv) {
                  std::string(config.status().message()).c_str());
     return 2;
   }
+  if (!flags.server.empty())
+    return yolohook::cli::RunRemoteJob(flags, *mode, *args);
 
   std::string model = args->count("model") ? args->at("model") : "yolov8n";
   yolohook::engine::Yolo yolo(model);

@@ -1,0 +1,47 @@
+// The yolohook command's server mode: jobs run on a yolohookd, followed
+// through their events, and the commands that only make sense with a server
+// (jobs, watch, cancel).
+#ifndef YOLOHOOK_CLIENT_CLI_REMOTE_H_
+#define YOLOHOOK_CLIENT_CLI_REMOTE_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/common/config.h"
+#include "yolohook/v1/types.pb.h"
+
+namespace yolohook::cli {
+
+// Flags of the server-mode commands ("--name=value" anywhere on the line).
+struct RemoteFlags {
+  std::string server;                         // HOST:PORT ("" = run locally)
+  std::map<std::string, std::string> labels;  // jobs: labels to submit with
+  std::string events;    // watch: comma-separated event names ("" = all)
+  int64_t from_seq = 0;  // watch: first seq (0 = the command's default)
+  bool has_from_seq = false;
+};
+
+// Submits a train/val/predict/export job and follows it, printing what a local
+// run prints; returns the exit code (0 succeeded, 130 cancelled, 1 otherwise).
+// Ctrl-C cancels the remote job.
+int RunRemoteJob(const RemoteFlags& flags, Mode mode,
+                 std::map<std::string, std::string> args);
+
+// `yolohook jobs [state=...] [label=k=v] [limit=N]`: a table of jobs.
+int RunJobs(const RemoteFlags& flags, const std::vector<std::string>& words);
+// `yolohook watch [JOB]`: every event as one JSON line.
+int RunWatch(const RemoteFlags& flags, const std::vector<std::string>& words);
+// `yolohook cancel JOB`.
+int RunCancel(const RemoteFlags& flags, const std::vector<std::string>& words);
+
+// The images named by a predict source= (an image, a folder, a glob or a .txt
+// list), read for upload. INVALID_ARGUMENT naming source= for videos, files
+// that are not images, and sources that hold none; NOT_FOUND for missing ones.
+absl::StatusOr<std::vector<v1::Image>> LoadSourceImages(
+    const std::string& source);
+
+}  // namespace yolohook::cli
+
+#endif  // YOLOHOOK_CLIENT_CLI_REMOTE_H_

@@ -364,7 +364,7 @@ TEST_F(ClientTest, RejectedReplyIsReportedAndTheClientGoesOn) {
 }
 
 TEST_F(ClientTest, ResumesAfterServerRestartWithoutLossOrDuplicates) {
-  v1::Job job = Train({{"epochs", "40"}}, {});
+  v1::Job job = Train({{"epochs", "400"}}, {});
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   ASSERT_GT(job.last_seq(), 100);
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 
 #include "absl/strings/ascii.h"
@@ -169,8 +170,12 @@ class PredictRun {
     nms_.max_det = config_.max_det;
     nms_.agnostic = config_.agnostic_nms;
     nms_.classes = config_.classes;
-    YH_ASSIGN_OR_RETURN(std::vector<Entry> entries,
-                        ResolveSource(config_, run_, &source_type_));
+    std::vector<Entry> entries;
+    if (run_.stream) {
+      source_type_ = "stream";
+    } else {
+      YH_ASSIGN_OR_RETURN(entries, ResolveSource(config_, run_, &source_type_));
+    }
     if (config_.save || config_.save_txt) {
       YH_ASSIGN_OR_RETURN(summary_.save_dir,
                           MakeRunDir(config_, Mode::kPredict));
@@ -182,8 +187,9 @@ class PredictRun {
     state_.args = ArgsMap(config_);
     YH_RETURN_IF_ERROR(Fire(run_, Event::kOnPredictStart, &state_));
 
-    absl::Status status =
-        Guard("prediction", [&] { return RunEntries(entries); });
+    absl::Status status = Guard("prediction", [&] {
+      return run_.stream ? RunStream() : RunEntries(entries);
+    });
     if (writer_.isOpened()) writer_.release();
     YH_RETURN_IF_ERROR(status);
     YH_RETURN_IF_ERROR(Fire(run_, Event::kOnPredictEnd, &state_));
@@ -208,12 +214,7 @@ class PredictRun {
       Frame f;
       f.path = e.path;
       if (e.memory != nullptr) {
-        const std::string& data = e.memory->data;
-        if (!data.empty()) {
-          cv::Mat bytes(1, static_cast<int>(data.size()), CV_8U,
-                        const_cast<char*>(data.data()));
-          f.image = cv::imdecode(bytes, cv::IMREAD_COLOR);
-        }
+        f.image = Decode(e.memory->data);
       } else {
         f.image = cv::imread(e.path, cv::IMREAD_COLOR);
       }
@@ -228,6 +229,38 @@ class PredictRun {
       if (batch.size() >= batch_size) YH_RETURN_IF_ERROR(Flush(batch));
     }
     return Flush(batch);
+  }
+
+  // Frames from RunOptions::stream, one at a time as they come (a stream is
+  // latency-bound: batching would hold frames back). They are numbered from 0
+  // like video frames and saved like a video.
+  absl::Status RunStream() {
+    std::vector<Frame> batch;
+    InputImage input;
+    for (int64_t index = 0;; ++index) {
+      YH_RETURN_IF_ERROR(CheckCancelled(run_));
+      // A stream that ended because the run was cancelled says so.
+      if (!run_.stream.next(&input)) return CheckCancelled(run_);
+      Frame f;
+      f.path = input.name.empty() ? "stream" : input.name;
+      f.image = Decode(input.data);
+      if (f.image.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("frame ", index, " ('", input.name,
+                         "') is not a decodable JPEG or PNG"));
+      }
+      f.frame_index = index;
+      f.prefix = absl::StrCat("frame ", index, " ", f.path);
+      batch.push_back(std::move(f));
+      YH_RETURN_IF_ERROR(Flush(batch));
+    }
+  }
+
+  static cv::Mat Decode(const std::string& data) {
+    if (data.empty()) return {};
+    cv::Mat bytes(1, static_cast<int>(data.size()), CV_8U,
+                  const_cast<char*>(data.data()));
+    return cv::imdecode(bytes, cv::IMREAD_COLOR);
   }
 
   absl::Status RunVideo(const Entry& e, size_t n, size_t total) {
@@ -318,7 +351,11 @@ class PredictRun {
                             /*changed=*/!SameResults(saved, state_.results)));
     for (size_t i = 0; i < batch.size(); ++i) {
       log_(state_.strings[i]);
-      summary_.results.push_back(state_.results[i]);
+      if (run_.stream) {
+        if (run_.stream.on_result) run_.stream.on_result(state_.results[i]);
+      } else {
+        summary_.results.push_back(state_.results[i]);
+      }
     }
     ++state_.batch_index;
     batch.clear();
@@ -411,8 +448,16 @@ class PredictRun {
                         frame.size())) {
         return absl::InternalError(absl::StrCat("cannot write video ", out));
       }
+      writer_size_ = frame.size();
     }
-    writer_.write(frame);
+    // Every frame of a video file has one size; a stream's frames need not.
+    if (frame.size() != writer_size_) {
+      cv::Mat resized;
+      cv::resize(frame, resized, writer_size_);
+      writer_.write(resized);
+    } else {
+      writer_.write(frame);
+    }
     return absl::OkStatus();
   }
 
@@ -423,6 +468,7 @@ class PredictRun {
   int imgsz_ = 640;
   nn::NmsOptions nms_;
   std::string source_type_;
+  cv::Size writer_size_;  // the output video's frame size
   PredictorState state_;
   PredictSummary summary_;
   cv::VideoWriter writer_;

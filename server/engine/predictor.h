@@ -15,8 +15,10 @@
 namespace yolohook::engine {
 
 // Predicts with config.model (a .pt checkpoint or an .onnx file) on
-// RunOptions::images when given, else on config.source: an image, a folder, a
-// glob, a .txt list of paths, or a video file (every vid_stride-th frame).
+// RunOptions::stream's frames when set (one at a time, results handed to
+// stream.on_result; source_type "stream"), else on RunOptions::images when
+// given, else on config.source: an image, a folder, a glob, a .txt list of
+// paths, or a video file (every vid_stride-th frame).
 //
 // Events per batch: on_predict_batch_start, on_predict_postprocess_end (after
 // NMS, before saving: callbacks may replace results), saving of annotated

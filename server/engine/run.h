@@ -24,6 +24,22 @@ struct InputImage {
   std::string data;  // encoded JPEG or PNG bytes
 };
 
+// A predict run fed frame by frame by its caller (a remote video stream):
+// frames are predicted one at a time, as they come, and each result is handed
+// back as soon as the frame's callbacks have run.
+struct FrameStream {
+  // Blocks until the next frame and fills it; returns false at the end of the
+  // stream. Called on the run's thread.
+  std::function<bool(InputImage* frame)> next;
+  // Receives each frame's final result (after callbacks), in frame order.
+  std::function<void(const Result& result)> on_result;
+  // Makes a blocked `next` return false at once (the job was cancelled or
+  // the server stops); called from any thread. May be null.
+  std::function<void()> interrupt;
+
+  explicit operator bool() const { return static_cast<bool>(next); }
+};
+
 // How a caller takes part in a run.
 struct RunOptions {
   // Callbacks fired at every event; may be null. Must outlive the run.
@@ -35,6 +51,10 @@ struct RunOptions {
   std::function<void(absl::string_view line)> log;
   // predict: in-memory images, used instead of config.source when not empty.
   std::vector<InputImage> images;
+  // predict: a frame stream, used instead of images and config.source when
+  // set. Results go to stream.on_result only (PredictSummary::results stays
+  // empty, so a long stream does not accumulate them).
+  FrameStream stream;
 };
 
 struct TrainSummary {

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -173,6 +175,90 @@ TEST_F(PredictorTest, BadSourcesAreNamed) {
 }
 
 // The replacement made at on_predict_batch_end is what is returned and saved.
+TEST_F(PredictorTest, FrameStreamPredictsEachFrameAsItComes) {
+  std::vector<std::string> files = ValFiles();
+  Yolo::Args args = Args("");
+  args["save_txt"] = "true";
+  auto config = MakeConfig(Mode::kPredict, args);
+  ASSERT_TRUE(config.ok()) << config.status();
+
+  std::vector<std::string> events;
+  Callbacks callbacks;
+  callbacks.AddForAll([&](EventContext& ctx) {
+    events.push_back(std::string(EventName(ctx.event)));
+    if (ctx.event == Event::kOnPredictStart) {
+      EXPECT_EQ(ctx.predictor->source_type, "stream");
+    }
+    if (ctx.event == Event::kOnPredictPostprocessEnd) {
+      // Every frame comes alone, numbered from 0; odd ones lose their boxes.
+      ASSERT_EQ(ctx.predictor->results.size(), 1u);
+      if (ctx.predictor->frame_indices[0] % 2 == 1)
+        ctx.predictor->results[0].boxes.clear();
+    }
+  });
+  size_t next = 0;
+  std::vector<std::string> pulled;  // frames the engine took, in order
+  std::vector<Result> results;
+  RunOptions run;
+  run.callbacks = &callbacks;
+  run.stream.next = [&](InputImage* frame) {
+    // A result is handed back before the next frame is pulled.
+    EXPECT_EQ(results.size(), pulled.size());
+    if (next == files.size()) return false;
+    frame->name = fs::path(files[next]).filename();
+    frame->data = ReadFile(files[next]);
+    pulled.push_back(frame->name);
+    ++next;
+    return true;
+  };
+  run.stream.on_result = [&](const Result& r) { results.push_back(r); };
+  auto out = Predict(*config, run);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(out->results.empty());  // results went to on_result only
+  ASSERT_EQ(results.size(), files.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results[i].path, pulled[i]);
+    if (i % 2 == 1) {
+      EXPECT_TRUE(results[i].boxes.empty()) << i;
+    }
+  }
+  EXPECT_EQ(events.front(), "on_predict_start");
+  EXPECT_EQ(events.back(), "on_predict_end");
+  EXPECT_EQ(std::count(events.begin(), events.end(), "on_predict_batch_end"),
+            static_cast<long>(files.size()));
+  // Saved like a video: one label file per frame number.
+  EXPECT_TRUE(fs::exists(out->save_dir + "/labels/" +
+                         fs::path(pulled[1]).stem().string() + "_1.txt"));
+
+  // A frame that is not an image ends the run, naming it.
+  next = 0;
+  results.clear();
+  pulled.clear();
+  run.stream.next = [&](InputImage* frame) {
+    if (next++ == 1) {
+      *frame = {"garbage.jpg", "not an image"};
+      return true;
+    }
+    *frame = {"a.jpg", ReadFile(files[0])};
+    return true;
+  };
+  run.stream.on_result = [&](const Result& r) { results.push_back(r); };
+  auto bad = Predict(*config, run);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("frame 1 ('garbage.jpg')"));
+  EXPECT_EQ(results.size(), 1u);
+
+  // A stream that ends because the run was cancelled is CANCELLED.
+  std::atomic<bool> cancel{false};
+  run.cancel = &cancel;
+  run.stream.next = [&](InputImage*) {
+    cancel = true;
+    return false;
+  };
+  EXPECT_EQ(Predict(*config, run).status().code(),
+            absl::StatusCode::kCancelled);
+}
+
 TEST_F(PredictorTest, ReplacedResultsAreReturnedAndSaved) {
   Yolo yolo(*weights_);
   ASSERT_TRUE(yolo.AddCallback("on_predict_batch_end",

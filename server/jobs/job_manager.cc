@@ -210,6 +210,28 @@ absl::StatusOr<JobRecord> JobManager::RunNow(
     std::vector<engine::InputImage> images, DoneCallback done) {
   YH_RETURN_IF_ERROR(Validate(mode, args, images));
   auto active = std::make_shared<Active>();
+  active->images = std::move(images);
+  active->done = std::move(done);
+  return StartDirect(std::move(active), mode, args, labels);
+}
+
+absl::StatusOr<JobRecord> JobManager::RunStream(
+    const std::map<std::string, std::string>& args,
+    const std::map<std::string, std::string>& labels,
+    engine::FrameStream stream, DoneCallback done) {
+  if (!stream)
+    return absl::InvalidArgumentError("the frame stream has no source");
+  YH_RETURN_IF_ERROR(Validate(Mode::kPredict, args, {}));
+  auto active = std::make_shared<Active>();
+  active->stream = std::move(stream);
+  active->done = std::move(done);
+  return StartDirect(std::move(active), Mode::kPredict, args, labels);
+}
+
+absl::StatusOr<JobRecord> JobManager::StartDirect(
+    std::shared_ptr<Active> active, Mode mode,
+    const std::map<std::string, std::string>& args,
+    const std::map<std::string, std::string>& labels) {
   JobRecord record;
   std::vector<std::thread> finished;
   {
@@ -232,8 +254,6 @@ absl::StatusOr<JobRecord> JobManager::RunNow(
     record.start_time = record.create_time;
     YH_RETURN_IF_ERROR(store_->Put(record));
     active->record = record;
-    active->images = std::move(images);
-    active->done = std::move(done);
     active_[record.id] = active;
     ++direct_;
   }
@@ -321,6 +341,7 @@ void JobManager::Execute(const std::shared_ptr<Active>& job) {
   run.cancel = &job->cancel;
   run.log = [this, id](absl::string_view line) { Log(id, line); };
   run.images = job->images;
+  run.stream = job->stream;
 
   absl::Status status;
   try {
@@ -391,6 +412,8 @@ absl::StatusOr<ListPage> JobManager::List(const ListQuery& query) {
 
 absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
   JobRecord cancelled;
+  JobRecord running;
+  std::function<void()> interrupt;  // a frame stream's
   std::optional<JobState> finished_state;
   {
     absl::MutexLock lock(&mu_);
@@ -400,7 +423,9 @@ absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
       switch (job.record.state) {
         case JobState::kRunning:
           job.cancel.store(true);
-          return job.record;
+          running = job.record;
+          interrupt = job.stream.interrupt;
+          break;
         case JobState::kQueued:
           job.record.state = JobState::kCancelled;
           job.record.error = "cancelled before it started";
@@ -415,6 +440,12 @@ absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
           break;
       }
     }
+  }
+  if (!running.id.empty()) {
+    // The engine stops at its next batch; a frame stream waiting for its
+    // caller is woken so that it does not wait for the next frame.
+    if (interrupt) interrupt();
+    return running;
   }
   if (cancelled.id.empty()) {
     if (!finished_state) {
@@ -452,6 +483,7 @@ void JobManager::Shutdown(bool checkpoint) {
   absl::MutexLock shutdown_lock(&shutdown_mu_);
   std::vector<std::string> interrupted;
   std::vector<std::thread> direct;
+  std::vector<std::function<void()>> interrupts;  // blocked frame streams
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
@@ -469,12 +501,14 @@ void JobManager::Shutdown(bool checkpoint) {
       if (checkpoint) {
         job.interrupt = true;
         job.cancel.store(true);
+        if (job.stream.interrupt) interrupts.push_back(job.stream.interrupt);
       }
       ++it;
     }
     queue_.clear();
     queued_ = 0;
   }
+  for (const std::function<void()>& interrupt : interrupts) interrupt();
   if (bus_ != nullptr) {
     for (const std::string& id : interrupted) bus_->FinishJob(id);
   }

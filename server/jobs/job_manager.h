@@ -103,6 +103,16 @@ class JobManager {
       std::vector<engine::InputImage> images, DoneCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Runs a predict job fed frame by frame (the PredictStream RPC) at once on
+  // a thread of its own, like RunNow: the engine pulls frames with
+  // stream.next and hands each result to stream.on_result, both on the job's
+  // thread. The record keeps no results (a stream may be endless). Errors as
+  // RunNow.
+  absl::StatusOr<JobRecord> RunStream(
+      const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels,
+      engine::FrameStream stream, DoneCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+
   // The job's record (a running job's last_seq is the bus's). NOT_FOUND.
   absl::StatusOr<JobRecord> Get(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -134,6 +144,7 @@ class JobManager {
   struct Active {
     JobRecord record;                        // the latest state (persisted)
     std::vector<engine::InputImage> images;  // predict: inline images
+    engine::FrameStream stream;              // predict: a frame stream
     std::atomic<bool> cancel{false};         // the engine's cancel flag
     bool interrupt = false;                  // cancelled by Shutdown(true)
     DoneCallback done;                       // RunNow only
@@ -159,6 +170,12 @@ class JobManager {
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs a job already marked RUNNING, records how it ended and calls done.
   void Execute(const std::shared_ptr<Active>& job) ABSL_LOCKS_EXCLUDED(mu_);
+  // RunNow and RunStream: records the job RUNNING and starts its thread.
+  absl::StatusOr<JobRecord> StartDirect(
+      std::shared_ptr<Active> active, Mode mode,
+      const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels)
+      ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<std::thread> ReapDirectLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -1,10 +1,16 @@
 #include "server/service/job_service.h"
 
+#include <deque>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "server/events/event_bus.h"
 #include "server/service/grpc_status.h"
 
@@ -32,6 +38,295 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
+
+// A finished predict job as the caller's status.
+grpc::Status PredictStatus(const jobs::JobRecord& job) {
+  switch (job.state) {
+    case jobs::JobState::kSucceeded:
+      return grpc::Status::OK;
+    case jobs::JobState::kCancelled:
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("predict job ", job.id, " cancelled"));
+    case jobs::JobState::kInterrupted:
+      return grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat("predict job ", job.id, " interrupted: ", job.error));
+    default:
+      return grpc::Status(
+          grpc::StatusCode::ABORTED,
+          absl::StrCat("predict job ", job.id, " ",
+                       jobs::JobStateName(job.state), ": ", job.error));
+  }
+}
+
+// Frames read ahead of the job before reading pauses, and results waiting for
+// the client before the job waits: both bound the memory a stream holds.
+constexpr size_t kFramesAhead = 4;
+constexpr size_t kResultsBehind = 16;
+
+// One PredictStream call and its job. Owns itself: deleted in OnDone, which
+// comes after Finish, which comes after the job ended (or when it never
+// started), so the job's thread may use the reactor while the job runs.
+// Finish is never called while a StartRead is being issued (see FinishOnce).
+class PredictStreamReactor final
+    : public grpc::ServerBidiReactor<v1::Frame, v1::FrameResult> {
+ public:
+  PredictStreamReactor(grpc::CallbackServerContext* context,
+                       jobs::JobManager* manager)
+      : context_(context),
+        manager_(manager),
+        state_(std::make_shared<State>()) {
+    ReadNext();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok && context_->IsCancelled()) {  // the client went away
+      OnCancel();
+      return;
+    }
+    if (!ok) {  // the client half-closed
+      bool started;
+      {
+        absl::MutexLock lock(&state_->mu);
+        state_->input_closed = true;
+        started = !job_id_.empty();
+      }
+      if (!started) FinishOnce(grpc::Status::OK);  // no frame, no job
+      return;
+    }
+    if (!StartJobOnce()) return;
+    bool more;
+    {
+      absl::MutexLock lock(&state_->mu);
+      engine::InputImage image{
+          frame_.image().name(),
+          std::move(*frame_.mutable_image()->mutable_data())};
+      state_->frames.push_back({frame_.index(), std::move(image)});
+      more = state_->frames.size() < kFramesAhead;
+      reading_paused_ = !more;
+    }
+    if (more) ReadNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    const v1::FrameResult* next = nullptr;
+    {
+      absl::MutexLock lock(&state_->mu);
+      writes_.pop_front();
+      if (!ok) {  // the client is gone: nobody takes the results
+        writes_.clear();
+        client_gone_ = true;
+      }
+      if (!writes_.empty()) {
+        next = &writes_.front();
+      } else {
+        writing_ = false;
+        if (job_status_) finish = job_status_;
+      }
+    }
+    if (!ok) CancelJob();
+    if (next != nullptr) StartWrite(next);
+    if (finish) FinishOnce(*finish);
+  }
+
+  void OnCancel() override {
+    // The cancel flag first: a stream that ends before the flag is set would
+    // end the job as a success.
+    CancelJob();
+    bool started;
+    {
+      absl::MutexLock lock(&state_->mu);
+      client_gone_ = true;
+      state_->input_closed = true;
+      started = !job_id_.empty() || job_starting_;
+    }
+    if (!started) FinishOnce(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct Entry {
+    int64_t index;  // Frame.index
+    engine::InputImage image;
+  };
+  // What the job's thread and JobManager::Cancel share with the reactor;
+  // shared because Cancel may wake the stream after the call has ended.
+  struct State {
+    absl::Mutex mu;
+    std::deque<Entry> frames ABSL_GUARDED_BY(mu);   // read, not yet predicted
+    bool input_closed ABSL_GUARDED_BY(mu) = false;  // no frame will follow
+  };
+
+  // Starts the job on the first frame (its args and labels); false when the
+  // job could not start (the call is finished with the reason).
+  bool StartJobOnce() {
+    {
+      absl::MutexLock lock(&state_->mu);
+      if (!job_id_.empty()) return true;
+      if (client_gone_) return false;  // OnCancel finished the call
+      job_starting_ = true;
+    }
+    engine::FrameStream stream;
+    stream.next = [this](engine::InputImage* frame) {
+      return NextFrame(frame);
+    };
+    stream.on_result = [this](const Result& result) { OnResult(result); };
+    stream.interrupt = [state = state_] {
+      absl::MutexLock lock(&state->mu);
+      state->input_closed = true;
+    };
+    absl::StatusOr<jobs::JobRecord> job = manager_->RunStream(
+        ToMap(frame_.args()), ToMap(frame_.labels()), std::move(stream),
+        [this](absl::StatusOr<jobs::JobRecord> done) { OnJobDone(done); });
+    if (!job.ok()) {
+      {
+        absl::MutexLock lock(&state_->mu);
+        job_starting_ = false;
+        state_->input_closed = true;
+      }
+      FinishOnce(ToGrpcStatus(job.status()));
+      return false;
+    }
+    bool gone;
+    {
+      absl::MutexLock lock(&state_->mu);
+      job_id_ = job->id;
+      job_starting_ = false;
+      gone = client_gone_;
+    }
+    if (gone) CancelJob();  // cancelled while the job was starting
+    return true;
+  }
+
+  // The job's thread: the next frame, waiting for the client; false at the
+  // end of the stream.
+  bool NextFrame(engine::InputImage* frame) {
+    bool resume = false;
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->mu.Await(absl::Condition(
+          +[](State* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return !s->frames.empty() || s->input_closed;
+          },
+          state_.get()));
+      if (state_->frames.empty()) return false;
+      Entry& entry = state_->frames.front();
+      *frame = std::move(entry.image);
+      indices_.push_back(entry.index);
+      state_->frames.pop_front();
+      if (reading_paused_ && !state_->input_closed) {
+        reading_paused_ = false;
+        resume = true;
+      }
+    }
+    if (resume) ReadNext();
+    return true;
+  }
+
+  // The job's thread: queues the frame's result for the client, waiting while
+  // kResultsBehind results are already waiting.
+  void OnResult(const Result& result) {
+    const v1::FrameResult* start = nullptr;
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->mu.Await(absl::Condition(
+          +[](PredictStreamReactor* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return r->writes_.size() < kResultsBehind || r->client_gone_;
+          },
+          this));
+      const int64_t index = indices_.empty() ? -1 : indices_.front();
+      if (!indices_.empty()) indices_.pop_front();
+      if (client_gone_) return;
+      v1::FrameResult& out = writes_.emplace_back();
+      out.set_job_id(job_id_);
+      out.set_index(index);
+      *out.mutable_result() = events::ToWire(result);
+      if (!writing_) {
+        writing_ = true;
+        start = &writes_.front();
+      }
+    }
+    if (start != nullptr) StartWrite(start);
+  }
+
+  // The job's thread, after the job ended.
+  void OnJobDone(const absl::StatusOr<jobs::JobRecord>& done) {
+    grpc::Status status =
+        done.ok() ? PredictStatus(*done) : ToGrpcStatus(done.status());
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->input_closed = true;
+      job_status_ = status;
+      if (writing_) return;  // OnWriteDone finishes after the last result
+    }
+    FinishOnce(status);
+  }
+
+  void CancelJob() {
+    std::string id;
+    {
+      absl::MutexLock lock(&state_->mu);
+      id = job_id_;
+    }
+    // The job may have ended meanwhile: FAILED_PRECONDITION then, nothing to
+    // do.
+    if (!id.empty()) manager_->Cancel(id).IgnoreError();
+  }
+
+  // Issues the next read unless the call is finishing. Finish must not run
+  // while StartRead is being issued, so FinishOnce leaves it to this.
+  void ReadNext() {
+    {
+      absl::MutexLock lock(&state_->mu);
+      if (finishing_) return;
+      issuing_read_ = true;
+    }
+    StartRead(&frame_);
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&state_->mu);
+      issuing_read_ = false;
+      if (finish_deferred_) finish = final_status_;
+    }
+    if (finish) Finish(*finish);
+  }
+
+  void FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock lock(&state_->mu);
+      if (finishing_) return;
+      finishing_ = true;
+      final_status_ = status;
+      if (issuing_read_) {
+        finish_deferred_ = true;
+        return;
+      }
+    }
+    Finish(status);
+  }
+
+  grpc::CallbackServerContext* const context_;
+  jobs::JobManager* const manager_;
+  const std::shared_ptr<State> state_;
+  v1::Frame frame_;  // the read in flight
+  std::string job_id_ ABSL_GUARDED_BY(state_->mu);  // "" until the first frame
+  bool job_starting_ ABSL_GUARDED_BY(state_->mu) = false;  // in RunStream
+  std::deque<int64_t> indices_
+      ABSL_GUARDED_BY(state_->mu);  // frames predicted, result not yet out
+  bool reading_paused_ ABSL_GUARDED_BY(state_->mu) = false;
+  std::deque<v1::FrameResult> writes_
+      ABSL_GUARDED_BY(state_->mu);  // front: being written
+  bool writing_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool client_gone_ ABSL_GUARDED_BY(state_->mu) = false;
+  std::optional<grpc::Status> job_status_
+      ABSL_GUARDED_BY(state_->mu);  // set when the job ended
+  bool issuing_read_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool finishing_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool finish_deferred_ ABSL_GUARDED_BY(state_->mu) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(state_->mu);
+};
 
 }  // namespace
 
@@ -105,9 +400,7 @@ grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
           return;
         }
         if (done->state != jobs::JobState::kSucceeded) {
-          reactor->Finish(ToGrpcStatus(absl::AbortedError(absl::StrCat(
-              "predict job ", done->id, " ", jobs::JobStateName(done->state),
-              ": ", done->error))));
+          reactor->Finish(PredictStatus(*done));
           return;
         }
         response->set_job_id(done->id);
@@ -117,6 +410,11 @@ grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
       });
   if (!started.ok()) reactor->Finish(ToGrpcStatus(started.status()));
   return reactor;
+}
+
+grpc::ServerBidiReactor<v1::Frame, v1::FrameResult>*
+PredictServiceImpl::PredictStream(grpc::CallbackServerContext* context) {
+  return new PredictStreamReactor(context, manager_);
 }
 
 }  // namespace yolohook::service

@@ -35,7 +35,13 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
 
 // Synchronous prediction: runs a predict job outside the queue on a job
 // thread and answers when it finishes, so what interceptors replaced is what
-// the caller receives. Thread-safe; the manager must outlive it.
+// the caller receives. PredictStream runs one predict job per stream, fed
+// frame by frame: frames are read ahead up to a small bound (then reading
+// pauses until the job catches up) and each result is written as soon as the
+// frame's callbacks have run. The stream ends with the job: OK after the
+// client half-closes and the last result is written; CANCELLED when the
+// client cancels or the job is cancelled; ABORTED with the job's error.
+// Thread-safe; the manager must outlive it.
 class PredictServiceImpl final : public v1::PredictService::CallbackApi {
  public:
   explicit PredictServiceImpl(jobs::JobManager* manager) : manager_(manager) {}
@@ -43,6 +49,8 @@ class PredictServiceImpl final : public v1::PredictService::CallbackApi {
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
                                     const v1::PredictRequest* request,
                                     v1::PredictResponse* response) override;
+  grpc::ServerBidiReactor<v1::Frame, v1::FrameResult>* PredictStream(
+      grpc::CallbackServerContext* context) override;
 
  private:
   jobs::JobManager* manager_;

@@ -2,6 +2,13 @@
 // subscription and every pending round trip; nothing calls out while holding
 // it (on_ready, EventLog, encode_jpeg and the conversions run outside).
 //
+// EventLog appends run on a thread of the bus, in publish order, so that a job
+// does not wait for storage: Publish returns once its event is queued for the
+// log, waiting only while kMaxUnstored of the job's earlier events are not
+// stored yet. The memory ring keeps events until they are stored, and every
+// read of the log first waits for the queued appends, so replays see every
+// published event.
+//
 // Replays are lazy: a subscription with from_seq keeps a cursor per job and
 // Next() turns the retained events (memory ring, else EventLog pages) into
 // messages one at a time. While a job's cursor exists, its live events are not
@@ -13,6 +20,7 @@
 #include <algorithm>
 #include <deque>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -30,6 +38,11 @@ using MessagePtr = std::shared_ptr<const v1::ServerMessage>;
 
 // Events read from the EventLog per page during a replay.
 constexpr int64_t kReplayPageSize = 256;
+
+// A job's events that may wait for the EventLog when Publish returns: enough
+// to keep the job's thread from waiting for each append, few enough that a
+// crash loses little.
+constexpr size_t kMaxUnstored = 4;
 
 std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
 
@@ -105,7 +118,9 @@ struct JobRecord {
   std::map<std::string, std::string> args;
   int64_t last_seq = 0;       // last seq handed out
   int64_t published_seq = 0;  // last seq whose final event is retained
-  std::deque<EventPtr> ring;  // the last memory_retention events
+  int64_t logged_seq = 0;     // last seq the EventLog stored
+  std::deque<EventPtr> ring;  // the last memory_retention events, and any
+                              // not yet stored
   bool finished = false;
 };
 
@@ -115,6 +130,18 @@ class BusCore {
   using Options = EventBus::Options;
   explicit BusCore(Options options) : options_(std::move(options)) {
     if (!options_.now) options_.now = [] { return absl::Now(); };
+    if (options_.log != nullptr)
+      log_thread_ = std::thread([this] { LogLoop(); });
+  }
+
+  // Stores what is still queued for the log, then stops its thread.
+  ~BusCore() {
+    if (!log_thread_.joinable()) return;
+    {
+      absl::MutexLock lock(&log_mu_);
+      log_stop_ = true;
+    }
+    log_thread_.join();
   }
 
   Options options_;
@@ -126,6 +153,90 @@ class BusCore {
   int64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   BusStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // The log writer's queue. Never held together with mu_.
+  absl::Mutex log_mu_;
+  std::deque<EventPtr> log_queue_ ABSL_GUARDED_BY(log_mu_);
+  int64_t log_queued_ ABSL_GUARDED_BY(log_mu_) = 0;   // events ever queued
+  int64_t log_written_ ABSL_GUARDED_BY(log_mu_) = 0;  // events ever stored
+  // Per job: the tickets (log_queued_ after queueing) of its last
+  // kMaxUnstored events.
+  std::map<std::string, std::deque<int64_t>> log_tickets_
+      ABSL_GUARDED_BY(log_mu_);
+  bool log_stop_ ABSL_GUARDED_BY(log_mu_) = false;
+  std::thread log_thread_;
+
+  // Queues the job's event for the log once all but its last kMaxUnstored
+  // events are stored. Called by Publish, without mu_.
+  void QueueForLog(const std::string& job_id, EventPtr event)
+      ABSL_LOCKS_EXCLUDED(mu_, log_mu_) {
+    absl::MutexLock lock(&log_mu_);
+    std::deque<int64_t>& tickets = log_tickets_[job_id];
+    if (tickets.size() >= kMaxUnstored) {
+      const int64_t oldest = tickets.front();
+      tickets.pop_front();
+      auto stored = [this, oldest]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
+        return log_written_ >= oldest;
+      };
+      log_mu_.Await(absl::Condition(&stored));
+    }
+    log_queue_.push_back(std::move(event));
+    tickets.push_back(++log_queued_);
+  }
+
+  // Waits until every event queued so far is stored (read-your-writes for
+  // log reads). No-op without a log.
+  void FlushLog() ABSL_LOCKS_EXCLUDED(mu_, log_mu_) {
+    if (options_.log == nullptr) return;
+    absl::MutexLock lock(&log_mu_);
+    const int64_t target = log_queued_;
+    auto stored = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
+      return log_written_ >= target;
+    };
+    log_mu_.Await(absl::Condition(&stored));
+  }
+
+  // Drops the ring's oldest events beyond memory_retention that the log (if
+  // any) has stored.
+  void TrimRingLocked(JobRecord& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t keep = std::max<size_t>(options_.memory_retention, 1);
+    while (job.ring.size() > keep &&
+           (options_.log == nullptr ||
+            job.ring.front()->seq() <= job.logged_seq)) {
+      job.ring.pop_front();
+    }
+  }
+
+  // The log thread: appends queued events in order, a batch at a time.
+  void LogLoop() ABSL_LOCKS_EXCLUDED(mu_, log_mu_) {
+    while (true) {
+      std::deque<EventPtr> batch;
+      {
+        absl::MutexLock lock(&log_mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
+          return !log_queue_.empty() || log_stop_;
+        };
+        log_mu_.Await(absl::Condition(&ready));
+        if (log_queue_.empty()) return;  // stopping, and everything stored
+        batch.swap(log_queue_);
+      }
+      for (const EventPtr& event : batch) {
+        // A failed append costs only replays beyond memory; the job goes on.
+        options_.log->Append(*event).IgnoreError();
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        for (const EventPtr& event : batch) {
+          auto it = jobs_.find(event->job_id());
+          if (it == jobs_.end()) continue;
+          it->second.logged_seq = std::max(it->second.logged_seq, event->seq());
+          TrimRingLocked(it->second);
+        }
+      }
+      absl::MutexLock lock(&log_mu_);
+      log_written_ += static_cast<int64_t>(batch.size());
+    }
+  }
 
   bool Selects(const Subscription& sub, const std::string& job_id,
                const JobRecord& job) const {
@@ -180,6 +291,7 @@ class BusCore {
   int64_t OldestKept(const std::string& job_id, int64_t ring_front,
                      int64_t published) {
     if (options_.log != nullptr) {
+      FlushLog();
       absl::StatusOr<std::vector<v1::Event>> first =
           options_.log->Read(job_id, 1, 1);
       if (first.ok() && !first->empty()) {
@@ -358,6 +470,7 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
       if (!bus_->jobs_.count(job)) unknown.push_back(job);
     }
   }
+  if (!unknown.empty()) bus_->FlushLog();
   for (const std::string& job : unknown) {
     int64_t last = 0;
     if (bus_->options_.log != nullptr) {
@@ -602,6 +715,7 @@ MessagePtr StreamImpl::NextOf(const std::shared_ptr<Subscription>& sub,
           absl::InvalidArgumentError("no event log configured");
       if (bus_->options_.log != nullptr) {
         bus_->mu_.Unlock();
+        bus_->FlushLog();
         page = bus_->options_.log->Read(job_id, seq, kReplayPageSize);
         bus_->mu_.Lock();
       }
@@ -691,6 +805,7 @@ void EventBus::StartJob(const std::string& job_id,
                         const std::map<std::string, std::string>& args) {
   int64_t last = 0;
   if (impl_->options_.log != nullptr) {
+    impl_->FlushLog();
     absl::StatusOr<int64_t> seq = impl_->options_.log->LastSeq(job_id);
     if (seq.ok()) last = *seq;
   }
@@ -847,8 +962,7 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
     absl::MutexLock lock(&b.mu_);
     JobRecord& job = b.jobs_[job_id];
     job.ring.push_back(final_event);
-    while (job.ring.size() > std::max<size_t>(b.options_.memory_retention, 1))
-      job.ring.pop_front();
+    b.TrimRingLocked(job);
     job.published_seq = seq;
     std::vector<std::shared_ptr<Subscription>> subs = b.subs_;
     for (const auto& sub : subs) {
@@ -884,10 +998,7 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
     }
   }
   b.Notify(notify);
-  if (b.options_.log != nullptr) {
-    // A failed append costs only replays beyond memory; the job goes on.
-    b.options_.log->Append(*final_event).IgnoreError();
-  }
+  if (b.options_.log != nullptr) b.QueueForLog(job_id, std::move(final_event));
   return seq;
 }
 
@@ -896,14 +1007,19 @@ Callback EventBus::CallbackFor(const std::string& job_id) {
 }
 
 void EventBus::FinishJob(const std::string& job_id) {
+  impl_->FlushLog();
+  {
+    absl::MutexLock lock(&impl_->log_mu_);
+    impl_->log_tickets_.erase(job_id);
+  }
   NotifyList notify;
   {
     absl::MutexLock lock(&impl_->mu_);
     auto it = impl_->jobs_.find(job_id);
     if (it == impl_->jobs_.end()) return;
     it->second.finished = true;
-    // With a log every event is persisted by now (Append runs before Publish
-    // returns): later replays read it, and memory stays bounded by live jobs.
+    // With a log every event is stored by now (flushed above): later replays
+    // read it, and memory stays bounded by live jobs.
     if (impl_->options_.log != nullptr) it->second.ring.clear();
     std::vector<std::shared_ptr<Subscription>> subs = impl_->subs_;
     for (const auto& sub : subs) {

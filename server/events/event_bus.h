@@ -29,7 +29,8 @@ namespace yolohook::events {
 class EventLog {
  public:
   virtual ~EventLog() = default;
-  // Stores one event (seq is event.seq()). Called on the job's thread.
+  // Stores one event (seq is event.seq()). Called on a thread of the bus,
+  // one event at a time, in publish order.
   virtual absl::Status Append(const v1::Event& event) = 0;
   // Events of `job_id` with seq >= from_seq, in order, at most `limit`.
   virtual absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
@@ -156,7 +157,10 @@ class EventBus {
                 const std::map<std::string, std::string>& args);
 
   // Publishes `ctx` as the job's next event (see the class comment); returns
-  // its seq. Called on the job's thread; blocks only for interceptors.
+  // its seq. Called on the job's thread; blocks only for interceptors, and
+  // for the EventLog when it falls a few events behind: events are stored on
+  // a thread of the bus, all but the job's last 4 by the time Publish returns,
+  // and all of them by the time FinishJob returns.
   int64_t Publish(const std::string& job_id, EventContext& ctx);
 
   // A callback for the engine that publishes every event of `job_id`.

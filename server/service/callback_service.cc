@@ -165,11 +165,9 @@ class ConnectReactor final
           outbox_.pop_front();
         }
       }
-      if (!stop && current_ == nullptr) {
-        current_ = next_ != nullptr ? std::move(next_) : stream_->Next();
-      }
+      if (!stop && current_ == nullptr) current_ = stream_->Next();
       if (!stop && current_ != nullptr) {
-        StartWrite(current_.get(), WriteOptionsForCurrent());
+        StartWrite(current_.get());
         return;  // OnWriteDone frees the slot
       }
       if (stop) {
@@ -189,32 +187,6 @@ class ConnectReactor final
     }
   }
 
-  // With another message ready (which the write slot then holds in next_),
-  // lets gRPC buffer the current one so that a backlog goes out in few
-  // packets and wakes the client less often; every kMaxBuffered messages, and
-  // at the end of a backlog, the write flushes.
-  grpc::WriteOptions WriteOptionsForCurrent() {
-    bool more;
-    {
-      absl::MutexLock lock(&mu_);
-      more = !outbox_.empty();
-    }
-    if (!more) {
-      if (next_ == nullptr) next_ = stream_->Next();
-      more = next_ != nullptr;
-    }
-    grpc::WriteOptions options;
-    if (more && buffered_ < kMaxBuffered) {
-      options.set_buffer_hint();
-      ++buffered_;
-    } else {
-      buffered_ = 0;
-    }
-    return options;
-  }
-
-  static constexpr int kMaxBuffered = 16;
-
   std::shared_ptr<Link> link_;
   std::shared_ptr<events::Stream> stream_;
   v1::ClientMessage request_;
@@ -228,12 +200,8 @@ class ConnectReactor final
       false;  // something may have become ready
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;  // the client is gone
   bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish was called
-  // The message being written, the bus's next one if already taken, and the
-  // buffered writes since the last flush; only the holder of the write slot
-  // touches them.
+  // The message being written; only the holder of the write slot touches it.
   std::shared_ptr<const v1::ServerMessage> current_;
-  std::shared_ptr<const v1::ServerMessage> next_;
-  int buffered_ = 0;
 };
 
 }  // namespace

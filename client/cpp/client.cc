@@ -271,13 +271,14 @@ class Client::Impl {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, initial);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, initial);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_backoff);
-    auto credentials = options_.credentials != nullptr
-                           ? options_.credentials
-                           : grpc::InsecureChannelCredentials();
-    channel_ = grpc::CreateCustomChannel(options_.target, credentials, args);
+    credentials_ = options_.credentials != nullptr
+                       ? options_.credentials
+                       : grpc::InsecureChannelCredentials();
+    channel_args_ = args;
+    channel_ =
+        grpc::CreateCustomChannel(options_.target, credentials_, channel_args_);
     jobs_ = v1::JobService::NewStub(channel_);
     predict_ = v1::PredictService::NewStub(channel_);
-    callbacks_ = v1::CallbackService::NewStub(channel_);
   }
 
   ~Impl() { Stop(); }
@@ -472,6 +473,7 @@ class Client::Impl {
 
   void Stop() {
     std::shared_ptr<Connection> conn;
+    std::shared_ptr<Connection> connecting;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_ && !started_) return;
@@ -483,8 +485,10 @@ class Client::Impl {
       }
       stopping_ = true;
       conn = current_;
+      connecting = connecting_;
     }
     if (conn != nullptr) conn->context.TryCancel();
+    if (connecting != nullptr) connecting->context.TryCancel();
     if (reader_.joinable()) reader_.join();
     if (writer_.joinable()) writer_.join();
     if (dispatcher_.joinable()) dispatcher_.join();
@@ -504,6 +508,7 @@ class Client::Impl {
   // once the reader finishes the call.
   struct Connection {
     uint64_t generation = 0;
+    std::shared_ptr<grpc::Channel> channel;  // kept alive with its call
     grpc::ClientContext context;
     std::unique_ptr<Stream> stream;
     absl::Mutex write_mu;
@@ -526,6 +531,8 @@ class Client::Impl {
     std::string wire_id;           // the id on the current stream
     int attempts = 0;              // Subscribes sent so far
     uint64_t sent_generation = 0;  // the stream the last Subscribe went to
+    absl::Time sent_at;            // when the last Subscribe was queued
+    bool acked = false;            // the last Subscribe was acknowledged
     bool ever_acked = false;       // the server accepted it once
     // Per job: the next seq expected; lower ones are duplicates.
     std::map<std::string, int64_t> next_seq;
@@ -557,6 +564,8 @@ class Client::Impl {
     ++sub.attempts;
     sub.wire_id = absl::StrCat(sub.id, ".", sub.attempts);
     sub.sent_generation = generation;
+    sub.sent_at = absl::Now();
+    sub.acked = false;
     const CallbackOptions& o = sub.options;
     v1::ClientMessage message;
     v1::Subscribe* s = message.mutable_subscribe();
@@ -631,10 +640,25 @@ class Client::Impl {
   void WriteLoop() {
     while (true) {
       std::pair<std::shared_ptr<Connection>, v1::ClientMessage> next;
+      std::shared_ptr<Connection> stale;
       {
         absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &Impl::HasOutgoingLocked));
+        mu_.AwaitWithTimeout(absl::Condition(this, &Impl::HasOutgoingLocked),
+                             absl::Milliseconds(250));
         if (stopping_) return;
+        stale = UnansweredLocked();
+      }
+      if (stale != nullptr) {
+        ReportError(absl::UnavailableError(
+            absl::StrCat("yolohookd at ", options_.target,
+                         " did not acknowledge a subscription within ",
+                         absl::FormatDuration(options_.subscribe_timeout),
+                         "; reconnecting on a new connection")));
+        stale->context.TryCancel();
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        if (outbox_.empty()) continue;
         next = std::move(outbox_.front());
         outbox_.pop_front();
         writing_ = true;
@@ -643,6 +667,24 @@ class Client::Impl {
       absl::MutexLock lock(&mu_);
       writing_ = false;
     }
+  }
+
+  // The current stream if it left a Subscribe unanswered for longer than
+  // subscribe_timeout: the connection may lead nowhere (a peer that vanished
+  // without closing it), so the reader reopens the stream on a new channel.
+  std::shared_ptr<Connection> UnansweredLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (current_ == nullptr || fresh_channel_) return nullptr;
+    const absl::Time now = absl::Now();
+    for (const auto& [id, sub] : subs_) {
+      if (!sub->ending && !sub->acked &&
+          sub->sent_generation == current_->generation &&
+          now - sub->sent_at > options_.subscribe_timeout) {
+        fresh_channel_ = true;
+        return current_;
+      }
+    }
+    return nullptr;
   }
 
   void Enqueue(Item item, bool wait) ABSL_LOCKS_EXCLUDED(mu_) {
@@ -660,15 +702,30 @@ class Client::Impl {
       auto conn = std::make_shared<Connection>();
       conn->context.set_wait_for_ready(true);
       std::vector<v1::ClientMessage> subscribes;
+      bool fresh;
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) return;
         conn->generation = ++generation_;
+        connecting_ = conn;  // Stop() cancels a connect that waits
+        fresh = fresh_channel_ || callbacks_ == nullptr;
+        fresh_channel_ = false;
       }
+      if (fresh) {
+        // The stream has a channel of its own, with its own connections, so
+        // that a new channel means a new connection.
+        grpc::ChannelArguments args = channel_args_;
+        args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+        stream_channel_ =
+            grpc::CreateCustomChannel(options_.target, credentials_, args);
+        callbacks_ = v1::CallbackService::NewStub(stream_channel_);
+      }
+      conn->channel = stream_channel_;
       conn->stream = callbacks_->Connect(&conn->context);
       {
         // Published only with its stream: writers may use it from now on.
         absl::MutexLock lock(&mu_);
+        connecting_ = nullptr;
         if (stopping_) conn->context.TryCancel();
         current_ = conn;
         for (auto& [id, sub] : subs_) {
@@ -736,6 +793,7 @@ class Client::Impl {
               sub->options.from_seq > 0 ? sub->options.from_seq : last + 1;
         }
         sub->ever_acked = true;
+        sub->acked = true;
         return;
       }
       case v1::ServerMessage::kEvent: {
@@ -915,9 +973,13 @@ class Client::Impl {
   }
 
   const Options options_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  grpc::ChannelArguments channel_args_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
   std::unique_ptr<v1::PredictService::Stub> predict_;
+  // The Connect stream's channel and stub; used by the reader thread only.
+  std::shared_ptr<grpc::Channel> stream_channel_;
   std::unique_ptr<v1::CallbackService::Stub> callbacks_;
 
   absl::Mutex mu_;
@@ -927,6 +989,8 @@ class Client::Impl {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;      // a write is in flight
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<Connection> current_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<Connection> connecting_ ABSL_GUARDED_BY(mu_);
+  bool fresh_channel_ ABSL_GUARDED_BY(mu_) = false;  // next stream: new channel
   int next_sub_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::shared_ptr<Sub>> subs_ ABSL_GUARDED_BY(mu_);
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);

@@ -87,7 +87,9 @@ class Client {
     absl::Duration reconnect_initial_backoff = absl::Milliseconds(100);
     double reconnect_multiplier = 2.0;
     absl::Duration reconnect_max_backoff = absl::Seconds(5);
-    // How long AddCallback waits for the server to acknowledge a subscription.
+    // How long AddCallback waits for the server to acknowledge a
+    // subscription; a stream that leaves a Subscribe unanswered this long is
+    // reopened on a new connection.
     absl::Duration subscribe_timeout = absl::Seconds(10);
     // Interceptors' reply timeout when CallbackOptions sets none (zero: the
     // server's default).

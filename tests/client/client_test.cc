@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <opencv2/imgcodecs.hpp>
 #include <string>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/cpp/keep_confident.h"
+#include "server/events/conversions.h"
+#include "server/events/event_bus.h"
 #include "server/service/server.h"
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/temp_dir.h"
@@ -73,9 +76,10 @@ class ClientTest : public ::testing::Test {
     server_.reset();
   }
 
-  void StartServer(const std::string& listen) {
+  void StartServer(const std::string& listen, size_t queue_limit = 1024) {
     service::Server::Options options;
     options.listen = listen;
+    options.queue_limit = queue_limit;
     options.data_dir = dir_.path();
     options.runner = &runner_;
     options.reply_timeout = absl::Seconds(10);
@@ -90,6 +94,7 @@ class ClientTest : public ::testing::Test {
     options.max_pending_events = max_pending;
     options.reconnect_initial_backoff = absl::Milliseconds(50);
     options.reconnect_max_backoff = absl::Milliseconds(500);
+    options.subscribe_timeout = absl::Seconds(3);
     options.on_error = [this](const absl::Status& status) {
       absl::MutexLock lock(&errors_mu_);
       errors_.push_back(std::string(status.message()));
@@ -202,6 +207,18 @@ TEST_F(ClientTest, ErrorsCarryTheServersCodeAndMessage) {
   auto down = nowhere.Get("x");
   EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(down.status().message(), HasSubstr("127.0.0.1:1"));
+}
+
+TEST_F(ClientTest, SubscribingWithoutAServerFailsAndStopReturns) {
+  Client::Options options;
+  options.target = "127.0.0.1:1";
+  options.subscribe_timeout = absl::Milliseconds(300);
+  options.on_error = [](const absl::Status&) {};
+  Client nowhere(options);
+  absl::Status s = nowhere.AddCallback("on_train_end", [](EventContext&) {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("127.0.0.1:1"));
+  nowhere.Stop();  // returns although the stream still waits to connect
 }
 
 TEST_F(ClientTest, UnknownEventNameIsRejected) {
@@ -394,9 +411,39 @@ TEST_F(ClientTest, ResumesAfterServerRestartWithoutLossOrDuplicates) {
   EXPECT_EQ(seen.seqs(), OneTo(job.last_seq()));
   slow.reset();
   bool reconnected = false;
-  for (const std::string& e : errors())
+  for (const std::string& e : errors()) {
     reconnected |= e.find("reconnecting") != std::string::npos;
+  }
   EXPECT_TRUE(reconnected);
+}
+
+TEST_F(ClientTest, LaggingObserverResumesWithoutLossOrDuplicates) {
+  // Subscriptions may queue only 8 events on the server: a slow observer of
+  // a running job falls behind, is ended as lagging, and resumes.
+  server_.reset();
+  StartServer("127.0.0.1:0", /*queue_limit=*/8);
+  client_ = NewClient();
+  auto job = client_->Submit("train", {{"epochs", "400"}});
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::unique_ptr<Client> slow = NewClient(/*max_pending=*/2);
+  absl::Notification release;
+  Recorder seen;
+  CallbackOptions o;
+  o.job_ids = {job->id()};
+  o.from_seq = 1;
+  auto sub = slow->Subscribe(
+      {},
+      [&](EventContext&) {
+        release.WaitForNotification();
+        seen.Add(*Client::CurrentEvent());
+      },
+      o);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  auto done = client_->Wait(job->id(), absl::Seconds(60));
+  ASSERT_TRUE(done.ok()) << done.status();
+  release.Notify();
+  ASSERT_TRUE(slow->WaitEnded(*sub, absl::Seconds(60)).ok());
+  EXPECT_EQ(seen.seqs(), OneTo(done->last_seq()));
 }
 
 TEST_F(ClientTest, KeepConfidentReplacesResults) {
@@ -424,6 +471,78 @@ TEST_F(ClientTest, KeepConfidentReplacesResults) {
   absl::MutexLock lock(&mu);
   EXPECT_THAT(lines, ElementsAre("a.jpg: kept 0 of 1 boxes (conf >= 0.95), "
                                  "circle -> ball"));
+}
+
+TEST(RemoteStateTest, ChangesBecomeMutations) {
+  TrainerState t;
+  t.epoch = 3;
+  t.hyperparameters = {{"lr0", 0.01}, {"momentum", 0.9}};
+  t.logged_metrics = {{"a", 1}};
+  EventContext ctx;
+  ctx.event = Event::kOnTrainEpochEnd;
+  ctx.trainer = &t;
+  const v1::Event event =
+      events::ToWire("job", 7, absl::Now(), ctx, {{"epochs", "5"}}, nullptr);
+
+  RemoteEventState before, after;
+  ASSERT_TRUE(StateFromEvent(event, before).ok());
+  ASSERT_TRUE(StateFromEvent(event, after).ok());
+  ASSERT_NE(after.ctx.trainer, nullptr);
+  EXPECT_EQ(after.ctx.trainer->epoch, 3);
+  EXPECT_EQ(after.ctx.trainer->args.at("epochs"), "5");
+  EXPECT_THAT(DiffMutations(before, after), IsEmpty());
+
+  after.ctx.trainer->stop = true;
+  after.ctx.trainer->hyperparameters["lr0"] = 0.02;
+  after.ctx.trainer->logged_metrics["b"] = 2;
+  after.ctx.Fail("enough");
+  std::vector<v1::Mutation> m = DiffMutations(before, after);
+  ASSERT_THAT(m, SizeIs(4));
+  EXPECT_TRUE(m[0].has_stop_training());
+  ASSERT_THAT(m[1].set_hyperparameters().values(), SizeIs(1));
+  EXPECT_DOUBLE_EQ(m[1].set_hyperparameters().values().at("lr0"), 0.02);
+  ASSERT_THAT(m[2].log_metrics().metrics(), SizeIs(1));
+  EXPECT_DOUBLE_EQ(m[2].log_metrics().metrics().at("b"), 2);
+  EXPECT_EQ(m[3].fail_job().reason(), "enough");
+}
+
+TEST(RemoteStateTest, PredictorFramesAreDecoded) {
+  cv::Mat image(6, 8, CV_8UC3, cv::Scalar(255, 0, 0));  // blue in BGR
+  std::vector<uint8_t> jpeg;
+  ASSERT_TRUE(cv::imencode(".png", image, jpeg));
+  v1::Event event;
+  event.set_name("on_predict_postprocess_end");
+  v1::PredictorState* p = event.mutable_predictor();
+  p->add_paths("a.png");
+  v1::Image* frame = p->add_images();
+  frame->set_name("a.png");
+  frame->set_data(std::string(jpeg.begin(), jpeg.end()));
+  Result r;
+  r.path = "a.png";
+  r.names = {"circle"};
+  r.boxes.push_back(Box{1, 1, 2, 2, 0.5f, 0, std::nullopt});
+  *p->add_results() = events::ToWire(r);
+
+  RemoteEventState before, after;
+  ASSERT_TRUE(StateFromEvent(event, before).ok());
+  ASSERT_TRUE(StateFromEvent(event, after).ok());
+  ASSERT_THAT(after.predictor.frames, SizeIs(1));
+  const FrameView& view = after.predictor.frames[0];
+  EXPECT_EQ(view.width, 8);
+  EXPECT_EQ(view.height, 6);
+  ASSERT_NE(view.bgr, nullptr);
+  EXPECT_EQ(view.bgr[0], 255);
+  EXPECT_EQ(view.bgr[2], 0);
+
+  after.ctx.predictor->results[0].boxes.clear();
+  std::vector<v1::Mutation> m = DiffMutations(before, after);
+  ASSERT_THAT(m, SizeIs(1));
+  ASSERT_THAT(m[0].replace_results().results(), SizeIs(1));
+  EXPECT_THAT(m[0].replace_results().results(0).boxes(), IsEmpty());
+
+  event.set_name("on_predict_edn");
+  EXPECT_EQ(StateFromEvent(event, after).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(KeepConfidentTest, KeepsConfidentBoxesAndReportsOnlyChanges) {

@@ -116,6 +116,7 @@ class Printer {
 
   void OnEvent(EventContext& ctx) {
     absl::MutexLock lock(&mu_);
+    if (ctx.trainer != nullptr) best_ = ctx.trainer->best;
     switch (ctx.event) {
       case Event::kOnTrainStart: {
         const TrainerState& t = *ctx.trainer;
@@ -146,6 +147,11 @@ class Printer {
         LineLocked(line);
         break;
       }
+      case Event::kOnValStart:
+        // A train job's final validation, of best.pt.
+        if (ctx.validator->epoch < 0 && !best_.empty())
+          LineLocked(absl::StrCat("\nValidating ", best_, "..."));
+        break;
       case Event::kOnValEnd:
         ValTableLocked(*ctx.validator);
         break;
@@ -238,7 +244,7 @@ class Printer {
         "%22s%11d%11d%11.3g%11.3g%11.3g%11.3g", "all", v.seen, instances,
         metric("metrics/precision(B)"), metric("metrics/recall(B)"),
         metric("metrics/mAP50(B)"), metric("metrics/mAP50-95(B)")));
-    if (v.training) return;
+    if (v.training && v.epoch >= 0) return;  // per class: final tables only
     for (const ClassMetrics& c : v.per_class) {
       LineLocked(absl::StrFormat("%22s%11d%11d%11.3g%11.3g%11.3g%11.3g", c.name,
                                  c.images, c.instances, c.precision, c.recall,
@@ -249,6 +255,7 @@ class Printer {
   const bool terminal_;
   absl::Mutex mu_;
   bool progress_shown_ ABSL_GUARDED_BY(mu_) = false;
+  std::string best_ ABSL_GUARDED_BY(mu_);  // a train job's best.pt
 };
 
 void PrintSummary(const v1::Job& job, Printer& out) {

@@ -741,19 +741,18 @@ class Client::Impl {
         reported = false;
         Handle(conn, message);
       }
-      std::vector<std::shared_ptr<Sub>> unsubscribed;
+      std::vector<Item> unsubscribed;
       {
         absl::MutexLock lock(&mu_);
         current_ = nullptr;
         // Subscriptions on their way out whose end the server did not send.
         for (auto& [id, sub] : subs_) {
-          if (sub->ending && !sub->ended) unsubscribed.push_back(sub);
+          if (sub->ending && !sub->ended)
+            unsubscribed.push_back(
+                Item{Item::kEnded, sub, nullptr, {}, sub->end_status});
         }
       }
-      for (std::shared_ptr<Sub>& sub : unsubscribed) {
-        Enqueue(Item{Item::kEnded, sub, nullptr, {}, sub->end_status},
-                /*wait=*/false);
-      }
+      for (Item& item : unsubscribed) Enqueue(std::move(item), /*wait=*/false);
       conn->context.TryCancel();
       {
         absl::MutexLock lock(&conn->write_mu);

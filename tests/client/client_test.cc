@@ -279,6 +279,23 @@ TEST_F(ClientTest, ObserverSeesEveryEventOfAJobInOrder) {
   EXPECT_EQ(replay.names(), names);
 }
 
+TEST_F(ClientTest, UnsubscribedCallbackSeesNoMoreEvents) {
+  Recorder seen;
+  CallbackOptions o;
+  o.match_labels["app"] = "unsub";
+  auto sub = client_->Subscribe(
+      {"on_train_end"},
+      [&](EventContext&) { seen.Add(*Client::CurrentEvent()); }, o);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  Train({{"epochs", "1"}}, {{"app", "unsub"}});
+  ASSERT_TRUE(seen.WaitFor(1));
+  ASSERT_TRUE(client_->Unsubscribe(*sub).ok());
+  EXPECT_TRUE(client_->WaitEnded(*sub, absl::Seconds(30)).ok());
+  Train({{"epochs", "1"}}, {{"app", "unsub"}});
+  EXPECT_THAT(seen.seqs(), SizeIs(1));
+  EXPECT_EQ(client_->Unsubscribe("cb999").code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(ClientTest, InterceptorReplacesPredictResults) {
   ASSERT_TRUE(
       client_

@@ -47,6 +47,19 @@ class ServiceTest : public ::testing::Test {
     predict_ = v1::PredictService::NewStub(channel_);
   }
 
+  // A channel whose streams get a fixed 64 KiB flow-control window (no BDP
+  // probing, which would let it grow to megabytes): once a client stops
+  // reading, the server's writes stall after that much.
+  std::shared_ptr<grpc::Channel> NarrowChannel() const {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+    // Its own connection, not one shared with channel_.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(server_->address(),
+                                     grpc::InsecureChannelCredentials(), args);
+  }
+
   // Subscribes and returns the ack.
   static v1::Subscribed Subscribe(CallbackStream& stream,
                                   const v1::Subscribe& subscribe) {
@@ -75,7 +88,9 @@ class ServiceTest : public ::testing::Test {
         seqs.push_back(m->event().seq());
       if (m->has_subscription_ended()) return {seqs, m->subscription_ended()};
     }
-    ADD_FAILURE() << "the subscription did not end";
+    ADD_FAILURE() << "the subscription did not end; " << seqs.size()
+                  << " events seen, the last "
+                  << (seqs.empty() ? 0 : seqs.back());
     return {seqs, {}};
   }
 
@@ -394,15 +409,15 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
   server_->Shutdown();
   server_.reset();
   StartServer(/*queue_limit=*/8);
-  CallbackStream stream(channel_);
+  CallbackStream stream(NarrowChannel());
   v1::Subscribe sub;
   sub.set_subscription_id("slow");
   (*sub.mutable_match_labels())["run"] = "long";
   Subscribe(stream, sub);
 
   // The observer stops reading. The job's events (each carrying the job's
-  // arguments, here a long name) are megabytes: more than gRPC's flow-control
-  // window and the socket buffers hold, so the subscription's queue fills.
+  // arguments, here a long name) are megabytes, far more than the stream's
+  // flow-control window: the subscription's queue fills.
   stream.Pause();
   const int epochs = 300;
   v1::Job job = Submit(v1::MODE_TRAIN,
@@ -431,7 +446,8 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
   // remaining event once, in order, then JOBS_DONE.
   for (expected.clear(); static_cast<int64_t>(expected.size()) < last;)
     expected.push_back(static_cast<int64_t>(expected.size()) + 1);
-  auto resume_on = [&](CallbackStream& s) {
+  auto resume_on = [&](CallbackStream& s, const char* which) {
+    SCOPED_TRACE(which);
     v1::Subscribe again;
     again.set_subscription_id("slow");
     again.add_job_ids(job.id());
@@ -445,9 +461,67 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
     all.insert(all.end(), rest.begin(), rest.end());
     EXPECT_EQ(all, expected);
   };
-  resume_on(stream);
+  resume_on(stream, "the same stream");
   CallbackStream fresh(channel_);
-  resume_on(fresh);
+  resume_on(fresh, "a new stream");
+}
+
+TEST_F(ServiceTest, ObserverResumingWhileTheJobRunsGoesFromReplayToLive) {
+  server_->Shutdown();
+  server_.reset();
+  StartServer(/*queue_limit=*/8);
+  // An interceptor holds the job at on_train_end, after thousands of events.
+  CallbackStream holder(channel_);
+  v1::Subscribe hold;
+  hold.set_subscription_id("hold");
+  (*hold.mutable_match_labels())["run"] = "held";
+  hold.add_events("on_train_end");
+  hold.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
+  hold.set_failure_mode(v1::FAILURE_MODE_FAIL_JOB);
+  hold.mutable_reply_timeout()->set_seconds(30);
+  Subscribe(holder, hold);
+  CallbackStream stream(NarrowChannel());
+  v1::Subscribe sub;
+  sub.set_subscription_id("slow");
+  (*sub.mutable_match_labels())["run"] = "held";
+  Subscribe(stream, sub);
+
+  stream.Pause();
+  const int epochs = 300;
+  v1::Job job = Submit(v1::MODE_TRAIN,
+                       {{"epochs", absl::StrCat(epochs)},
+                        {"name", "held-" + std::string(2000, 'x')}},
+                       {{"run", "held"}});
+  auto held = holder.ReadUntil(
+      [](const v1::ServerMessage& m) { return m.has_event(); });
+  ASSERT_TRUE(held.has_value());
+  const int64_t last = testing::FakeRunner::TrainEvents(epochs);
+  ASSERT_EQ(held->event().seq(), last - 1);  // teardown follows
+
+  stream.Resume();
+  std::vector<int64_t> seen;
+  v1::SubscriptionEnded ended;
+  std::tie(seen, ended) = ReadUntilEnded(stream, job.id());
+  ASSERT_EQ(ended.reason(), v1::END_REASON_LAGGING) << ended.DebugString();
+  const int64_t resume = ended.resume_seq().at(job.id());
+
+  // Resume, and release the job while the replay runs: the replay hands over
+  // to live delivery without losing or repeating an event.
+  v1::Subscribe again;
+  again.set_subscription_id("slow");
+  again.add_job_ids(job.id());
+  again.set_from_seq(resume);
+  Subscribe(stream, again);
+  Reply(holder, held->event(), {});
+  std::vector<int64_t> rest;
+  v1::SubscriptionEnded end;
+  std::tie(rest, end) = ReadUntilEnded(stream, job.id());
+  EXPECT_EQ(end.reason(), v1::END_REASON_JOBS_DONE) << end.DebugString();
+  EXPECT_EQ(WaitDone(job.id()).state(), v1::JOB_STATE_SUCCEEDED);
+  seen.insert(seen.end(), rest.begin(), rest.end());
+  std::vector<int64_t> expected;
+  for (int64_t s = 1; s <= last; ++s) expected.push_back(s);
+  EXPECT_EQ(seen, expected);
 }
 
 TEST_F(ServiceTest,

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/message_differencer.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <deque>
 #include <fstream>
@@ -256,6 +257,125 @@ absl::StatusOr<v1::Image> ImageFromFile(const std::string& path) {
 
 // ---------------------------------------------------------------------------
 
+// One PredictStream call. The reader thread owns stream reads; writes,
+// WritesDone and grpc's Finish are serialised by write_mu_, and Finish runs
+// only after the reader saw the end of the stream.
+class FrameStream::Impl {
+ public:
+  Impl(std::shared_ptr<grpc::Channel> channel, std::string target,
+       const std::map<std::string, std::string>& args,
+       const std::map<std::string, std::string>& labels)
+      : target_(std::move(target)),
+        stub_(v1::PredictService::NewStub(std::move(channel))) {
+    first_.mutable_args()->insert(args.begin(), args.end());
+    first_.mutable_labels()->insert(labels.begin(), labels.end());
+    stream_ = stub_->PredictStream(&context_);
+    reader_ = std::thread([this] { ReadAll(); });
+  }
+
+  ~Impl() {
+    bool finished;
+    {
+      absl::MutexLock lock(&write_mu_);
+      finished = finished_;
+    }
+    if (!finished) Cancel();
+    Finish().IgnoreError();
+    reader_.join();
+  }
+
+  bool Send(int64_t index, const std::string& name, std::string data)
+      ABSL_LOCKS_EXCLUDED(write_mu_) {
+    absl::MutexLock lock(&write_mu_);
+    if (writes_closed_) return false;
+    v1::Frame frame;
+    if (!first_sent_) {
+      frame.Swap(&first_);
+      first_sent_ = true;
+    }
+    frame.set_index(index);
+    frame.mutable_image()->set_name(name);
+    frame.mutable_image()->set_data(std::move(data));
+    if (!stream_->Write(frame)) {
+      writes_closed_ = true;  // the call has ended; Finish tells why
+      return false;
+    }
+    return true;
+  }
+
+  bool Next(v1::FrameResult* result) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Impl* impl) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return !impl->results_.empty() || impl->reads_done_;
+        },
+        this));
+    if (results_.empty()) return false;
+    result->Swap(&results_.front());
+    results_.pop_front();
+    return true;
+  }
+
+  absl::Status Finish() ABSL_LOCKS_EXCLUDED(write_mu_, mu_) {
+    absl::MutexLock lock(&write_mu_);
+    if (finished_) return status_;
+    if (!writes_closed_) {
+      writes_closed_ = true;
+      stream_->WritesDone();  // false: the call ended already
+    }
+    {
+      absl::MutexLock read_lock(&mu_);
+      mu_.Await(absl::Condition(&reads_done_));
+    }
+    const grpc::Status status = stream_->Finish();
+    if (cancelled_.load() &&
+        status.error_code() == grpc::StatusCode::CANCELLED) {
+      status_ = absl::CancelledError("prediction stream cancelled");
+    } else {
+      status_ = FromGrpc(status, target_);
+    }
+    finished_ = true;
+    return status_;
+  }
+
+  void Cancel() {
+    cancelled_ = true;
+    context_.TryCancel();
+  }
+
+ private:
+  // The reader thread: keeps every result until Next takes it.
+  void ReadAll() {
+    v1::FrameResult result;
+    while (stream_->Read(&result)) {
+      absl::MutexLock lock(&mu_);
+      results_.push_back(std::move(result));
+      result = v1::FrameResult();
+    }
+    absl::MutexLock lock(&mu_);
+    reads_done_ = true;
+  }
+
+  const std::string target_;
+  std::unique_ptr<v1::PredictService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::Frame, v1::FrameResult>> stream_;
+  std::atomic<bool> cancelled_{false};
+
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  v1::Frame first_ ABSL_GUARDED_BY(write_mu_);  // args and labels
+  bool first_sent_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool writes_closed_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(write_mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(write_mu_);  // Finish's, once finished_
+
+  absl::Mutex mu_;
+  std::deque<v1::FrameResult> results_ ABSL_GUARDED_BY(mu_);  // not yet taken
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread reader_;  // last: started after everything it uses
+};
+
 class Client::Impl {
  public:
   explicit Impl(Options options) : options_(std::move(options)) {
@@ -359,6 +479,14 @@ class Client::Impl {
     grpc::Status status = predict_->Predict(&context, request, &response);
     if (!status.ok()) return FromGrpc(status, options_.target);
     return response;
+  }
+
+  std::unique_ptr<FrameStream> PredictStream(
+      const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels) {
+    return std::unique_ptr<FrameStream>(
+        new FrameStream(std::make_unique<FrameStream::Impl>(
+            channel_, options_.target, args, labels)));
   }
 
   // --- Subscriptions.
@@ -1057,6 +1185,23 @@ absl::StatusOr<v1::PredictResponse> Client::Predict(
     const std::map<std::string, std::string>& labels) {
   return impl_->Predict(args, images, labels);
 }
+
+std::unique_ptr<FrameStream> Client::PredictStream(
+    const std::map<std::string, std::string>& args,
+    const std::map<std::string, std::string>& labels) {
+  return impl_->PredictStream(args, labels);
+}
+
+FrameStream::FrameStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FrameStream::~FrameStream() = default;
+
+bool FrameStream::Send(int64_t index, const std::string& name,
+                       std::string data) {
+  return impl_->Send(index, name, std::move(data));
+}
+bool FrameStream::Next(v1::FrameResult* result) { return impl_->Next(result); }
+absl::Status FrameStream::Finish() { return impl_->Finish(); }
+void FrameStream::Cancel() { impl_->Cancel(); }
 
 absl::Status Client::AddCallback(absl::string_view event, Callback fn,
                                  CallbackOptions options) {

@@ -38,6 +38,8 @@
 
 namespace yolohook {
 
+class FrameStream;
+
 // How one remote callback is subscribed.
 struct CallbackOptions {
   enum Mode {
@@ -148,6 +150,15 @@ class Client {
       const std::map<std::string, std::string>& args,
       const std::vector<v1::Image>& images,
       const std::map<std::string, std::string>& labels = {});
+  // Opens a PredictService.PredictStream call: one predict job fed frame by
+  // frame (a video), its results coming back in frame order after
+  // interceptors. `args` and `labels` ride on the first frame sent. Makes no
+  // RPC until the first Send; errors (a bad argument, an unreachable server)
+  // end the stream: Send returns false and Finish returns them. The stream
+  // has no deadline (rpc_timeout does not apply) and may outlive the Client.
+  std::unique_ptr<FrameStream> PredictStream(
+      const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels = {});
 
   // --- Remote callbacks.
 
@@ -184,6 +195,56 @@ class Client {
 
  private:
   class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One PredictStream call, made by Client::PredictStream. Thread-safe: Send and
+// Finish are serialised (one sender at a time), Next may run on another thread
+// meanwhile, Cancel on any thread; only the destructor must not overlap them.
+//
+// A client thread reads the server's results as they come and keeps them
+// until Next takes them, so a sender never deadlocks with a server waiting for
+// its results to be read, however many frames it sends before reading.
+//
+//   auto stream = client.PredictStream({{"model", "best.pt"}});
+//   std::thread printer([&] {
+//     v1::FrameResult r;
+//     while (stream->Next(&r)) Print(r);  // r.index() is the frame's
+//   });
+//   for (...) if (!stream->Send(i, name, jpeg)) break;
+//   absl::Status status = stream->Finish();  // after the last result
+//   printer.join();
+class FrameStream {
+ public:
+  // Cancel() unless Finish() returned, then waits for the call to end.
+  ~FrameStream();
+  FrameStream(const FrameStream&) = delete;
+  FrameStream& operator=(const FrameStream&) = delete;
+
+  // Sends one frame: `index` is echoed in its FrameResult, `name` becomes
+  // Result.path, `data` holds JPEG or PNG bytes. Blocks while the server does
+  // not take more frames (flow control: it reads a few ahead of the job).
+  // False once the stream has ended (the server finished it, Cancel, Finish,
+  // a broken connection): Finish tells why.
+  bool Send(int64_t index, const std::string& name, std::string data);
+  // Blocks until the next result, in frame order; false when the stream has
+  // ended and every result was taken.
+  bool Next(v1::FrameResult* result);
+  // Half-closes (no frame follows) and blocks until the server ends the
+  // stream, after the last frame's result; results not yet taken stay for
+  // Next. Returns the stream's end: OK; the server's code and message (e.g.
+  // INVALID_ARGUMENT naming a bad argument, ABORTED naming a bad frame);
+  // CANCELLED after Cancel; UNAVAILABLE when the server cannot be reached.
+  // Later calls return the same status.
+  absl::Status Finish();
+  // Cancels the call, and with it the server's job; Send and Next return
+  // false soon after.
+  void Cancel();
+
+ private:
+  friend class Client;
+  class Impl;
+  explicit FrameStream(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -75,14 +75,15 @@ class FakeRunner : public jobs::Runner {
     absl::MutexLock lock(&mu_);
     if (!play.started) started_.push_back(job.id);
     --running_;
-    finished_.push_back(job.id);
     return status;
   }
 
+  // Lets the jobs named `name` (now and later) go on past their first event.
   void Release(const std::string& name) {
     absl::MutexLock lock(&mu_);
     released_.insert(name);
   }
+  // Lets every blocking job go on.
   void ReleaseAll() {
     absl::MutexLock lock(&mu_);
     release_all_ = true;
@@ -98,7 +99,8 @@ class FakeRunner : public jobs::Runner {
     mu_.Await(absl::Condition(&enough));
   }
 
-  // Ids of the jobs that fired their first event, in that order.
+  // Ids of the jobs that started (fired their first event, or ended without
+  // any), in that order.
   std::vector<std::string> started() const {
     absl::MutexLock lock(&mu_);
     return started_;
@@ -327,7 +329,6 @@ class FakeRunner : public jobs::Runner {
   const std::string root_;
   mutable absl::Mutex mu_;
   std::vector<std::string> started_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> finished_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::string>> args_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, size_t> images_ ABSL_GUARDED_BY(mu_);

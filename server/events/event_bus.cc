@@ -159,6 +159,7 @@ class BusCore {
   std::deque<EventPtr> log_queue_ ABSL_GUARDED_BY(log_mu_);
   int64_t log_queued_ ABSL_GUARDED_BY(log_mu_) = 0;   // events ever queued
   int64_t log_written_ ABSL_GUARDED_BY(log_mu_) = 0;  // events ever stored
+  bool appending_ ABSL_GUARDED_BY(log_mu_) = false;   // a batch is being stored
   // Per job: the tickets (log_queued_ after queueing) of its last
   // kMaxUnstored events.
   std::map<std::string, std::deque<int64_t>> log_tickets_
@@ -167,7 +168,10 @@ class BusCore {
   std::thread log_thread_;
 
   // Queues the job's event for the log once all but its last kMaxUnstored
-  // events are stored. Called by Publish, without mu_.
+  // events are stored. When it must wait and nobody is storing (the log
+  // thread has not been scheduled yet, e.g. while training keeps the cores
+  // busy), the job's thread stores the queue itself rather than wait for a
+  // wake-up. Called by Publish, without mu_.
   void QueueForLog(const std::string& job_id, EventPtr event)
       ABSL_LOCKS_EXCLUDED(mu_, log_mu_) {
     absl::MutexLock lock(&log_mu_);
@@ -175,10 +179,13 @@ class BusCore {
     if (tickets.size() >= kMaxUnstored) {
       const int64_t oldest = tickets.front();
       tickets.pop_front();
-      auto stored = [this, oldest]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
-        return log_written_ >= oldest;
+      auto progress = [this, oldest]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
+        return log_written_ >= oldest || (!appending_ && !log_queue_.empty());
       };
-      log_mu_.Await(absl::Condition(&stored));
+      while (log_written_ < oldest) {
+        log_mu_.Await(absl::Condition(&progress));
+        if (log_written_ < oldest) AppendQueuedLocked();
+      }
     }
     log_queue_.push_back(std::move(event));
     tickets.push_back(++log_queued_);
@@ -207,34 +214,43 @@ class BusCore {
     }
   }
 
-  // The log thread: appends queued events in order, a batch at a time.
-  void LogLoop() ABSL_LOCKS_EXCLUDED(mu_, log_mu_) {
-    while (true) {
-      std::deque<EventPtr> batch;
-      {
-        absl::MutexLock lock(&log_mu_);
-        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
-          return !log_queue_.empty() || log_stop_;
-        };
-        log_mu_.Await(absl::Condition(&ready));
-        if (log_queue_.empty()) return;  // stopping, and everything stored
-        batch.swap(log_queue_);
-      }
+  // Stores everything queued, in order, as the only appender; releases
+  // log_mu_ meanwhile. Requires a non-empty queue and nobody appending.
+  void AppendQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    std::deque<EventPtr> batch;
+    batch.swap(log_queue_);
+    appending_ = true;
+    log_mu_.Unlock();
+    for (const EventPtr& event : batch) {
+      // A failed append costs only replays beyond memory; the job goes on.
+      options_.log->Append(*event).IgnoreError();
+    }
+    {
+      absl::MutexLock lock(&mu_);
       for (const EventPtr& event : batch) {
-        // A failed append costs only replays beyond memory; the job goes on.
-        options_.log->Append(*event).IgnoreError();
+        auto it = jobs_.find(event->job_id());
+        if (it == jobs_.end()) continue;
+        it->second.logged_seq = std::max(it->second.logged_seq, event->seq());
+        TrimRingLocked(it->second);
       }
-      {
-        absl::MutexLock lock(&mu_);
-        for (const EventPtr& event : batch) {
-          auto it = jobs_.find(event->job_id());
-          if (it == jobs_.end()) continue;
-          it->second.logged_seq = std::max(it->second.logged_seq, event->seq());
-          TrimRingLocked(it->second);
-        }
-      }
-      absl::MutexLock lock(&log_mu_);
-      log_written_ += static_cast<int64_t>(batch.size());
+    }
+    log_mu_.Lock();
+    appending_ = false;
+    log_written_ += static_cast<int64_t>(batch.size());
+  }
+
+  // The log thread: stores queued events in order, a batch at a time, until
+  // stopped with nothing left to store.
+  void LogLoop() ABSL_LOCKS_EXCLUDED(mu_, log_mu_) {
+    absl::MutexLock lock(&log_mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_) {
+      return !appending_ && (!log_queue_.empty() || log_stop_);
+    };
+    while (true) {
+      log_mu_.Await(absl::Condition(&ready));
+      if (log_queue_.empty()) return;  // stopping, and everything stored
+      AppendQueuedLocked();
     }
   }
 

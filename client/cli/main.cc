@@ -44,8 +44,9 @@ data=shapes is a built-in dataset, generated on first use under the data directo
 (data_dir=, else $YOLOHOOK_DATA_DIR, else ~/.yolohook), where runs/ also goes.
 
 Server mode: --server=HOST:PORT (or $YOLOHOOK_SERVER) submits MODE jobs to a yolohookd
-and follows them (predict uploads the local images named by source=; Ctrl-C cancels
-the job; --label=KEY=VALUE, repeatable, labels the job for subscriptions). Flags may
+and follows them (predict uploads the local images named by source= and streams the
+frames of its videos, every vid_stride-th, decoded here; Ctrl-C cancels the job;
+--label=KEY=VALUE, repeatable, labels the job for subscriptions). Flags may
 come anywhere. Commands that need a server:
   yolohook jobs [state=running,queued] [label=KEY=VALUE] [limit=N]   a table of jobs
   yolohook watch [JOB] [--events=on_train_epoch_end,...] [--from_seq=N]

@@ -12,6 +12,10 @@
 #include <fstream>
 #include <initializer_list>
 #include <memory>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/videoio.hpp>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -21,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/cpp/client.h"
 
@@ -67,29 +72,27 @@ bool IsVideo(const fs::path& p) {
 }
 
 absl::Status AddFile(const fs::path& path, const std::string& source,
-                     std::vector<v1::Image>& out) {
+                     PredictSource& out) {
   std::error_code ec;
   if (!fs::exists(path, ec)) {
     return absl::NotFoundError(
         absl::StrCat("source=", source, ": ", path.string(), " not found"));
   }
   if (IsVideo(path)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "source=", source, ": ", path.string(),
-        " is a video; with --server only images are uploaded (run it "
-        "locally, without --server)"));
+    out.videos.push_back(path.string());
+    return absl::OkStatus();
   }
   if (!IsImage(path)) {
     return absl::InvalidArgumentError(
         absl::StrCat("source=", source, ": ", path.string(),
-                     " is not an image (by its extension)"));
+                     " is neither an image nor a video (by its extension)"));
   }
   absl::StatusOr<v1::Image> image = ImageFromFile(path.string());
   if (!image.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("source=", source, ": ", image.status().message()));
   }
-  out.push_back(std::move(*image));
+  out.images.push_back(std::move(*image));
   return absl::OkStatus();
 }
 
@@ -101,6 +104,21 @@ std::string StateName(v1::JobState state) {
 }
 std::string ModeWireName(v1::Mode mode) {
   return Lower("MODE_", v1::Mode_Name(mode));
+}
+
+// "2 circles, 1 star" in class id order, as Ultralytics writes it.
+// `name_of(cls)`: the class's name, "" when unknown.
+template <typename NameOf>
+std::string DetectionCounts(const std::map<int, int>& counts,
+                            const NameOf& name_of) {
+  std::string out;
+  for (const auto& [cls, n] : counts) {
+    std::string name = name_of(cls);
+    if (name.empty()) name = absl::StrCat("class", cls);
+    absl::StrAppend(&out, out.empty() ? "" : ", ", n, " ", name,
+                    n > 1 ? "s" : "");
+  }
+  return out.empty() ? "(no detections)" : out;
 }
 
 // Prints a job's events the way a local run logs them. Lines and the live
@@ -182,20 +200,14 @@ class Printer {
   }
 
  private:
-  // "2 circles, 1 star" in class id order, as Ultralytics writes it.
   static std::string Detections(const Result& r) {
     std::map<int, int> counts;
     for (const Box& b : r.boxes) ++counts[b.cls];
-    std::string out;
-    for (const auto& [cls, n] : counts) {
-      const std::string name =
-          cls >= 0 && static_cast<size_t>(cls) < r.names.size()
-              ? r.names[static_cast<size_t>(cls)]
-              : absl::StrCat("class", cls);
-      absl::StrAppend(&out, out.empty() ? "" : ", ", n, " ", name,
-                      n > 1 ? "s" : "");
-    }
-    return out.empty() ? "(no detections)" : out;
+    return DetectionCounts(counts, [&r](int cls) {
+      return cls >= 0 && static_cast<size_t>(cls) < r.names.size()
+                 ? r.names[static_cast<size_t>(cls)]
+                 : std::string();
+    });
   }
 
   static std::vector<double> Loss(const TrainerState& t) {
@@ -300,9 +312,8 @@ absl::Status SplitPair(absl::string_view word, absl::string_view what,
 
 }  // namespace
 
-absl::StatusOr<std::vector<v1::Image>> LoadSourceImages(
-    const std::string& source) {
-  std::vector<v1::Image> out;
+absl::StatusOr<PredictSource> LoadPredictSource(const std::string& source) {
+  PredictSource out;
   std::error_code ec;
   if (source.find_first_of("*?[") != std::string::npos) {
     glob_t g{};
@@ -348,40 +359,26 @@ absl::StatusOr<std::vector<v1::Image>> LoadSourceImages(
     absl::Status s = AddFile(source, source, out);
     if (!s.ok()) return s;
   }
-  if (out.empty()) {
+  if (out.images.empty() && out.videos.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("source=", source, " holds no images"));
+        absl::StrCat("source=", source, " holds no images or videos"));
   }
   return out;
 }
 
-int RunRemoteJob(const RemoteFlags& flags, Mode mode,
-                 std::map<std::string, std::string> args) {
-  std::vector<v1::Image> images;
-  if (mode == Mode::kPredict) {
-    auto source = args.find("source");
-    if (source == args.end() || source->second.empty()) {
-      return Fail(absl::InvalidArgumentError(
-          "predict needs source=: an image, a folder, a glob or a .txt list "
-          "(uploaded to the server)"));
-    }
-    absl::StatusOr<std::vector<v1::Image>> loaded =
-        LoadSourceImages(source->second);
-    if (!loaded.ok()) return Fail(loaded.status());
-    images = std::move(*loaded);
-    args.erase(source);
-  }
+namespace {
 
-  Client client(ClientOptions(flags));
+// Submits the job and follows its events until it ends; returns the exit code.
+int FollowJob(Client& client, const RemoteFlags& flags, Mode mode,
+              const std::map<std::string, std::string>& args,
+              const std::vector<v1::Image>& images, Printer& printer) {
   absl::StatusOr<v1::Job> job =
       client.Submit(ModeName(mode), args, flags.labels, images);
   if (!job.ok()) return Fail(job.status());
-  Printer printer;
   printer.Line(absl::StrFormat("job %s %s on %s (%s)", job->id(),
                                ModeName(mode), flags.server,
                                StateName(job->state())));
 
-  InstallSignals();
   CallbackOptions follow;
   follow.job_ids = {job->id()};
   follow.from_seq = 1;
@@ -424,6 +421,153 @@ int RunRemoteJob(const RemoteFlags& flags, Mode mode,
                    StateName(done->state()).c_str(), done->error().c_str());
       return 1;
   }
+}
+
+// Decodes video `n` of `total` locally and streams every `stride`-th frame,
+// JPEG-encoded, through one PredictStream job, printing a line per frame's
+// result like a local run; returns the exit code. Ctrl-C cancels the stream.
+int StreamVideo(Client& client, const RemoteFlags& flags,
+                const std::map<std::string, std::string>& args,
+                const std::string& path, size_t n, size_t total, int stride,
+                Printer& printer) {
+  cv::VideoCapture capture;
+  try {
+    capture.open(path);
+  } catch (const cv::Exception& e) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("video ", path, " cannot be opened: ", e.what())));
+  }
+  if (!capture.isOpened()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("video ", path, " cannot be opened")));
+  }
+  const int64_t frames =
+      static_cast<int64_t>(capture.get(cv::CAP_PROP_FRAME_COUNT));
+  const absl::Time start = absl::Now();
+  std::unique_ptr<FrameStream> stream =
+      client.PredictStream(args, flags.labels);
+
+  // Results are printed as they come, while frames are still being sent.
+  std::string job_id;
+  int64_t predicted = 0;
+  int64_t boxes = 0;
+  std::thread reader([&] {
+    v1::FrameResult r;
+    while (stream->Next(&r)) {
+      if (job_id.empty()) {
+        job_id = r.job_id();
+        printer.Line(absl::StrFormat("job %s predict on %s (streaming %s)",
+                                     job_id, flags.server, path));
+      }
+      ++predicted;
+      boxes += r.result().boxes_size();
+      const v1::Result& result = r.result();
+      std::map<int, int> counts;
+      for (const v1::Box& b : result.boxes()) ++counts[b.cls()];
+      const std::string detections =
+          DetectionCounts(counts, [&result](int cls) {
+            auto it = result.names().find(cls);
+            return it == result.names().end() ? std::string() : it->second;
+          });
+      printer.Line(absl::StrFormat(
+          "video %d/%d (frame %d/%d) %s: %dx%d %s, %.1fms", n, total,
+          r.index() + 1, frames, path, result.orig_width(),
+          result.orig_height(), detections, result.speed().inference_ms()));
+    }
+  });
+  absl::Notification finished;
+  std::thread watcher([&] {
+    while (!finished.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      if (g_interrupts.load() > 0) {
+        printer.Line(absl::StrCat("cancelling the prediction of ", path));
+        stream->Cancel();
+        return;
+      }
+    }
+  });
+
+  absl::Status local;
+  cv::Mat image;
+  std::vector<uchar> jpeg;
+  for (int64_t index = 0; g_interrupts.load() == 0; ++index) {
+    try {
+      if (!capture.read(image)) break;
+      if (index % stride != 0) continue;
+      if (!cv::imencode(".jpg", image, jpeg)) {
+        local = absl::InternalError(absl::StrCat(
+            "frame ", index + 1, " of ", path, " cannot be encoded as JPEG"));
+      }
+    } catch (const cv::Exception& e) {
+      local = absl::InvalidArgumentError(absl::StrCat(
+          "frame ", index + 1, " of ", path, " cannot be read: ", e.what()));
+    }
+    if (!local.ok()) {
+      stream->Cancel();
+      break;
+    }
+    if (!stream->Send(index, path, std::string(jpeg.begin(), jpeg.end())))
+      break;  // the stream ended: Finish tells why
+  }
+  const absl::Status status = stream->Finish();
+  finished.Notify();
+  watcher.join();
+  reader.join();
+
+  if (!local.ok()) return Fail(local);
+  if (status.code() == absl::StatusCode::kCancelled &&
+      g_interrupts.load() > 0) {
+    std::fprintf(stderr, "yolohook: prediction of %s cancelled\n",
+                 path.c_str());
+    return 130;
+  }
+  if (!status.ok()) return Fail(status);
+  printer.Line(absl::StrFormat(
+      "\njob %s predict succeeded in %.1fs\n%d frames of %s, %d detections",
+      job_id.empty() ? "(none)" : job_id,
+      absl::ToDoubleSeconds(absl::Now() - start), predicted, path, boxes));
+  return 0;
+}
+
+}  // namespace
+
+int RunRemoteJob(const RemoteFlags& flags, Mode mode,
+                 std::map<std::string, std::string> args) {
+  InstallSignals();
+  Printer printer;
+  if (mode != Mode::kPredict) {
+    Client client(ClientOptions(flags));
+    return FollowJob(client, flags, mode, args, {}, printer);
+  }
+  auto source = args.find("source");
+  if (source == args.end() || source->second.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "predict needs source=: an image, a video, a folder, a glob or a .txt "
+        "list (images are uploaded, videos streamed frame by frame)"));
+  }
+  absl::StatusOr<PredictSource> loaded = LoadPredictSource(source->second);
+  if (!loaded.ok()) return Fail(loaded.status());
+  args.erase(source);
+  int stride = 1;
+  if (auto it = args.find("vid_stride"); it != args.end()) {
+    if (!absl::SimpleAtoi(it->second, &stride) || stride < 1) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "vid_stride=", it->second, ": expected a positive integer")));
+    }
+  }
+
+  Client client(ClientOptions(flags));
+  if (!loaded->images.empty()) {
+    const int rc =
+        FollowJob(client, flags, mode, args, loaded->images, printer);
+    if (rc != 0) return rc;
+  }
+  args.erase("vid_stride");  // frames are picked here, not by the server
+  for (size_t i = 0; i < loaded->videos.size(); ++i) {
+    const int rc = StreamVideo(client, flags, args, loaded->videos[i], i + 1,
+                               loaded->videos.size(), stride, printer);
+    if (rc != 0) return rc;
+  }
+  return 0;
 }
 
 int RunJobs(const RemoteFlags& flags, const std::vector<std::string>& words) {

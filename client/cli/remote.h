@@ -25,7 +25,9 @@ struct RemoteFlags {
 
 // Submits a train/val/predict/export job and follows it, printing what a local
 // run prints; returns the exit code (0 succeeded, 130 cancelled, 1 otherwise).
-// Ctrl-C cancels the remote job.
+// Ctrl-C cancels the remote job. Predict uploads the source's images as one
+// job, then decodes each video locally and streams every vid_stride-th frame
+// (JPEG) through PredictStream, one job per video, printing a line per frame.
 int RunRemoteJob(const RemoteFlags& flags, Mode mode,
                  std::map<std::string, std::string> args);
 
@@ -36,11 +38,17 @@ int RunWatch(const RemoteFlags& flags, const std::vector<std::string>& words);
 // `yolohook cancel JOB`.
 int RunCancel(const RemoteFlags& flags, const std::vector<std::string>& words);
 
-// The images named by a predict source= (an image, a folder, a glob or a .txt
-// list), read for upload. INVALID_ARGUMENT naming source= for videos, files
-// that are not images, and sources that hold none; NOT_FOUND for missing ones.
-absl::StatusOr<std::vector<v1::Image>> LoadSourceImages(
-    const std::string& source);
+// What a predict source= names (an image, a video, a folder, a glob or a .txt
+// list of them), in order: images read for upload, videos by path (decoded
+// locally and streamed frame by frame).
+struct PredictSource {
+  std::vector<v1::Image> images;
+  std::vector<std::string> videos;
+};
+// INVALID_ARGUMENT naming source= for files that are neither images nor
+// videos (by extension), unreadable images and sources that hold none;
+// NOT_FOUND for missing ones.
+absl::StatusOr<PredictSource> LoadPredictSource(const std::string& source);
 
 }  // namespace yolohook::cli
 

@@ -7,13 +7,15 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <opencv2/core.hpp>
+#include <opencv2/videoio.hpp>
 #include <string>
 #include <vector>
 
 #include "client/cli/remote.h"
 #include "client/cpp/client.h"
 #include "server/service/server.h"
-#include "tests/testing/fake_runner.h"
+#include "tests/client/stream_runner.h"
 #include "tests/testing/temp_dir.h"
 
 namespace yolohook::cli {
@@ -24,6 +26,23 @@ using ::testing::HasSubstr;
 
 void WriteFile(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::binary) << content;
+}
+
+// A small MJPG video of `frames` 32x32 frames.
+void WriteVideo(const std::string& path, int frames) {
+  cv::VideoWriter writer(path, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10,
+                         cv::Size(32, 32));
+  ASSERT_TRUE(writer.isOpened()) << path;
+  for (int i = 0; i < frames; ++i)
+    writer.write(cv::Mat(32, 32, CV_8UC3, cv::Scalar(i * 20, 100, 200)));
+}
+
+int CountOf(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos;
+       at = text.find(what, at + 1))
+    ++n;
+  return n;
 }
 
 std::vector<std::string> Names(const std::vector<v1::Image>& images) {
@@ -46,7 +65,7 @@ class CliRemoteTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  testing::FakeRunner runner_;
+  testing::StreamRunner runner_;  // streams; FakeRunner for other jobs
   std::unique_ptr<service::Server> server_;
   RemoteFlags flags_;
 };
@@ -94,32 +113,84 @@ TEST_F(CliRemoteTest, PredictUploadsLocalImages) {
   EXPECT_THAT(out, HasSubstr("2 images, 2 detections"));
 }
 
-TEST_F(CliRemoteTest, PredictRejectsVideosAndMissingSources) {
-  WriteFile(dir_.Sub("clip.mp4"), "bytes");
-  auto video = LoadSourceImages(dir_.Sub("clip.mp4"));
-  EXPECT_EQ(video.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(video.status().message(), HasSubstr("video"));
-  EXPECT_THAT(video.status().message(), HasSubstr("source="));
-  EXPECT_EQ(LoadSourceImages(dir_.Sub("missing.jpg")).status().code(),
+TEST_F(CliRemoteTest, PredictStreamsVideoFramesByStride) {
+  const std::string video = dir_.Sub("clip.avi");
+  WriteVideo(video, 7);
+  ::testing::internal::CaptureStdout();
+  const int rc = RunRemoteJob(flags_, Mode::kPredict,
+                              {{"source", video}, {"vid_stride", "3"}});
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(rc, 0) << out;
+  // Frames 1, 4 and 7 of 7, one line each.
+  EXPECT_THAT(out,
+              HasSubstr("video 1/1 (frame 1/7) " + video + ": 32x32 1 circle"));
+  EXPECT_THAT(out, HasSubstr("video 1/1 (frame 4/7) " + video));
+  EXPECT_THAT(out, HasSubstr("video 1/1 (frame 7/7) " + video));
+  EXPECT_EQ(CountOf(out, "video 1/1 (frame "), 3) << out;
+  EXPECT_THAT(out, HasSubstr("3 frames of " + video + ", 3 detections"));
+}
+
+TEST_F(CliRemoteTest, PredictMixesImagesAndVideos) {
+  const std::string media = dir_.Sub("media");
+  std::filesystem::create_directories(media);
+  WriteFile(media + "/a.jpg", "bytes");
+  WriteVideo(media + "/b.avi", 2);
+  WriteVideo(media + "/c.avi", 3);
+  ::testing::internal::CaptureStdout();
+  const int rc = RunRemoteJob(flags_, Mode::kPredict, {{"source", media}});
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("a.jpg: 32x32 1 circle"));
+  EXPECT_THAT(out, HasSubstr("1 images, 1 detections"));
+  EXPECT_EQ(CountOf(out, "video 1/2 (frame "), 2) << out;
+  EXPECT_EQ(CountOf(out, "video 2/2 (frame "), 3) << out;
+}
+
+TEST_F(CliRemoteTest, PredictRejectsBadVideosStridesAndMissingSources) {
+  WriteFile(dir_.Sub("clip.mp4"), "not a video");
+  auto source = LoadPredictSource(dir_.Sub("clip.mp4"));
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_THAT(source->videos, ElementsAre(dir_.Sub("clip.mp4")));
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(
+      RunRemoteJob(flags_, Mode::kPredict, {{"source", dir_.Sub("clip.mp4")}}),
+      1);
+  EXPECT_EQ(
+      RunRemoteJob(flags_, Mode::kPredict,
+                   {{"source", dir_.Sub("clip.mp4")}, {"vid_stride", "0"}}),
+      1);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("clip.mp4 cannot be opened"));
+  EXPECT_THAT(err, HasSubstr("vid_stride=0"));
+  EXPECT_EQ(LoadPredictSource(dir_.Sub("missing.jpg")).status().code(),
             absl::StatusCode::kNotFound);
+  WriteFile(dir_.Sub("notes.md"), "text");
+  EXPECT_EQ(LoadPredictSource(dir_.Sub("notes.md")).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(RunRemoteJob(flags_, Mode::kPredict, {}), 1);
 }
 
 TEST_F(CliRemoteTest, SourcesAreFoldersGlobsAndLists) {
   WriteFile(dir_.Sub("b.jpg"), "b");
   WriteFile(dir_.Sub("a.jpg"), "a");
+  WriteFile(dir_.Sub("c.mp4"), "c");
   WriteFile(dir_.Sub("notes.md"), "not an image");
-  WriteFile(dir_.Sub("list.txt"), "# images\nb.jpg\n\na.jpg\n");
-  auto list = LoadSourceImages(dir_.Sub("list.txt"));
+  WriteFile(dir_.Sub("list.txt"), "# images\nb.jpg\n\nc.mp4\na.jpg\n");
+  auto list = LoadPredictSource(dir_.Sub("list.txt"));
   ASSERT_TRUE(list.ok()) << list.status();
-  EXPECT_THAT(Names(*list), ElementsAre(dir_.Sub("b.jpg"), dir_.Sub("a.jpg")));
-  auto glob = LoadSourceImages(dir_.Sub("*.jpg"));
+  EXPECT_THAT(Names(list->images),
+              ElementsAre(dir_.Sub("b.jpg"), dir_.Sub("a.jpg")));
+  EXPECT_THAT(list->videos, ElementsAre(dir_.Sub("c.mp4")));
+  auto glob = LoadPredictSource(dir_.Sub("*.jpg"));
   ASSERT_TRUE(glob.ok()) << glob.status();
-  EXPECT_THAT(Names(*glob), ElementsAre(dir_.Sub("a.jpg"), dir_.Sub("b.jpg")));
-  auto folder = LoadSourceImages(dir_.path());
+  EXPECT_THAT(Names(glob->images),
+              ElementsAre(dir_.Sub("a.jpg"), dir_.Sub("b.jpg")));
+  EXPECT_TRUE(glob->videos.empty());
+  auto folder = LoadPredictSource(dir_.path());
   ASSERT_TRUE(folder.ok()) << folder.status();
-  EXPECT_EQ(folder->size(), 2u);
-  EXPECT_EQ((*folder)[0].data(), "a");
+  ASSERT_EQ(folder->images.size(), 2u);
+  EXPECT_EQ(folder->images[0].data(), "a");
+  EXPECT_THAT(folder->videos, ElementsAre(dir_.Sub("c.mp4")));
 }
 
 TEST_F(CliRemoteTest, JobsWatchAndCancel) {

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -350,7 +352,13 @@ class Trainer {
       } else {
         name = "AdamW", lr = lr_fit, momentum = 0.9;
       }
-      config_.warmup_bias_lr = 0.0;  // no higher than 0.01 for Adam
+      // Values a callback set before the optimizer existed (at
+      // on_pretrain_routine_start) are the user's choice: they win.
+      if (early_changes_.count("lr0") != 0) lr = config_.lr0;
+      if (early_changes_.count("momentum") != 0) momentum = config_.momentum;
+      if (early_changes_.count("warmup_bias_lr") == 0) {
+        config_.warmup_bias_lr = 0.0;  // no higher than 0.01 for Adam
+      }
       log_(absl::StrFormat(
           "optimizer: 'optimizer=auto' found, determining best 'optimizer', "
           "'lr0' and 'momentum' automatically... %s(lr=%g, momentum=%g)",
@@ -479,7 +487,12 @@ class Trainer {
       }
       changed.push_back(name);
     }
-    if (changed.empty() || optimizer_ == nullptr) return absl::OkStatus();
+    if (changed.empty()) return absl::OkStatus();
+    if (optimizer_ == nullptr) {
+      // Before the optimizer exists the changes shape its setup instead.
+      early_changes_.insert(changed.begin(), changed.end());
+      return absl::OkStatus();
+    }
     log_(absl::StrCat("hyperparameters changed at ", EventName(event), ": ",
                       absl::StrJoin(changed, ", ")));
     const bool in_warmup = iteration_ <= warmup_iters_;
@@ -774,6 +787,8 @@ class Trainer {
   std::unique_ptr<nn::DetectionLoss> loss_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::string optimizer_name_;
+  // Hyperparameters callbacks changed before the optimizer was set up.
+  std::set<std::string> early_changes_;
 
   int start_epoch_ = 0;
   int epoch_ = 0;

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -274,6 +275,28 @@ TEST_F(EngineTest, HyperparameterChangeFiresParamsUpdateAndSetsLearningRate) {
   EXPECT_NEAR(lr_at_update[0], 0.05, 1e-12);  // lr0 * lf(0)
   EXPECT_NEAR(lr_at_update[1], 0.05 * (0.5 * 0.5 + 0.5),
               1e-12);  // lr0 * lf(1), linear
+}
+
+TEST_F(EngineTest, HyperparametersSetBeforeSetupOutrankOptimizerAuto) {
+  Yolo yolo;
+  ASSERT_TRUE(yolo.AddCallback("on_pretrain_routine_start",
+                               [](EventContext& ctx) {
+                                 ctx.trainer->hyperparameters["lr0"] = 0.003;
+                                 ctx.trainer->hyperparameters["momentum"] = 0.8;
+                               })
+                  .ok());
+  std::map<std::string, double> at_end;
+  ASSERT_TRUE(yolo.AddCallback("on_pretrain_routine_end",
+                               [&](EventContext& ctx) {
+                                 at_end = ctx.trainer->hyperparameters;
+                               })
+                  .ok());
+  Yolo::Args args = TrainArgs("early_hyp", 1);
+  args["optimizer"] = "auto";  // would choose its own lr0 and momentum
+  auto train = yolo.Train(args);
+  ASSERT_TRUE(train.ok()) << train.status();
+  EXPECT_DOUBLE_EQ(at_end["lr0"], 0.003);
+  EXPECT_DOUBLE_EQ(at_end["momentum"], 0.8);
 }
 
 TEST_F(EngineTest, BadHyperparameterFromCallbackFailsClearly) {

@@ -46,8 +46,8 @@ struct RunOptions {
   const Callbacks* callbacks = nullptr;
   // Cooperative cancellation: checked between batches and images; may be null.
   const std::atomic<bool>* cancel = nullptr;
-  // Receives progress lines (no trailing newline). Null: printed to stdout when
-  // the config is verbose.
+  // Receives progress lines (no trailing newline) when the config is verbose.
+  // Null: they are printed to stdout.
   std::function<void(absl::string_view line)> log;
   // predict: in-memory images, used instead of config.source when not empty.
   std::vector<InputImage> images;

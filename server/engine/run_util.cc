@@ -61,10 +61,11 @@ absl::StatusOr<std::string> MakeRunDir(const Config& config, Mode mode) {
 }
 
 void Logger::operator()(absl::string_view line) const {
+  if (!verbose_) return;
   while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (run_.log) {
     run_.log(line);
-  } else if (verbose_) {
+  } else {
     std::fwrite(line.data(), 1, line.size(), stdout);
     std::fputc('\n', stdout);
     std::fflush(stdout);

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "server/common/status_macros.h"
 
 namespace yolohook::jobs {
@@ -61,7 +62,11 @@ absl::Time JobManager::Now() const {
 }
 
 void JobManager::Log(const std::string& id, absl::string_view line) const {
-  const std::string text = absl::StrCat("[", id, "] ", line);
+  // Every line of a multi-line message carries the prefix, so that the lines
+  // of concurrent jobs can be told apart.
+  const std::string prefix = absl::StrCat("[", id, "] ");
+  const std::string text =
+      absl::StrCat(prefix, absl::StrReplaceAll(line, {{"\n", "\n" + prefix}}));
   if (options_.log) {
     options_.log(text);
   } else {

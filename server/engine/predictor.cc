@@ -1,7 +1,5 @@
 #include "server/engine/predictor.h"
 
-#include <glob.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -9,12 +7,10 @@
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
+#include "server/common/sources.h"
 #include "server/common/status_macros.h"
 #include "server/engine/data/augment.h"
 #include "server/engine/inference_model.h"
@@ -27,48 +23,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool HasExtension(const fs::path& p, std::initializer_list<const char*> exts) {
-  std::string ext = absl::AsciiStrToLower(p.extension().string());
-  for (const char* e : exts) {
-    if (ext == e) return true;
-  }
-  return false;
-}
-
-bool IsImage(const fs::path& p) {
-  return HasExtension(
-      p, {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"});
-}
-
-bool IsVideo(const fs::path& p) {
-  return HasExtension(p, {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v",
-                          ".mpeg", ".mpg", ".wmv", ".gif"});
-}
-
 // One input of a predict run: a file (image or video) or an in-memory image.
 struct Entry {
   std::string path;
   bool video = false;
   const InputImage* memory = nullptr;
 };
-
-absl::Status AddPath(const fs::path& p, absl::string_view origin,
-                     std::vector<Entry>& out) {
-  if (!fs::exists(p)) {
-    return absl::NotFoundError(
-        absl::StrCat("source ", p.string(), origin, " not found"));
-  }
-  if (IsVideo(p)) {
-    out.push_back({p.string(), true});
-  } else if (IsImage(p)) {
-    out.push_back({p.string(), false});
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("source ", p.string(), origin,
-                     " is neither an image nor a video (by its extension)"));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::vector<Entry>> ResolveSource(const Config& config,
                                                  const RunOptions& run,
@@ -80,57 +40,11 @@ absl::StatusOr<std::vector<Entry>> ResolveSource(const Config& config,
       out.push_back({image.name, false, &image});
     return out;
   }
-  const std::string& source = config.source;
-  if (source.empty()) {
-    return absl::InvalidArgumentError(
-        "predict needs source=: an image, a folder, a glob, a .txt list or a "
-        "video file");
-  }
-  if (source.find_first_of("*?[") != std::string::npos) {
-    *type = "glob";
-    glob_t g{};
-    int rc = glob(source.c_str(), 0, nullptr, &g);
-    std::vector<std::string> matches(g.gl_pathv, g.gl_pathv + g.gl_pathc);
-    globfree(&g);
-    if (rc != 0 || matches.empty()) {
-      return absl::NotFoundError(
-          absl::StrCat("source=", source, " matches no files"));
-    }
-    for (const std::string& m : matches) {
-      if (IsImage(m) || IsVideo(m)) YH_RETURN_IF_ERROR(AddPath(m, "", out));
-    }
-  } else if (fs::is_directory(source)) {
-    *type = "folder";
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(source)) {
-      if (e.is_regular_file() && (IsImage(e.path()) || IsVideo(e.path()))) {
-        files.push_back(e.path());
-      }
-    }
-    std::sort(files.begin(), files.end());
-    for (const fs::path& f : files) YH_RETURN_IF_ERROR(AddPath(f, "", out));
-  } else if (absl::EndsWith(absl::AsciiStrToLower(source), ".txt")) {
-    *type = "list";
-    std::ifstream in(source);
-    if (!in)
-      return absl::NotFoundError(absl::StrCat("source=", source, " not found"));
-    std::string line;
-    for (int n = 1; std::getline(in, line); ++n) {
-      absl::string_view entry = absl::StripAsciiWhitespace(line);
-      if (entry.empty() || entry[0] == '#') continue;
-      fs::path p(std::string{entry});
-      if (p.is_relative()) p = fs::path(source).parent_path() / p;
-      YH_RETURN_IF_ERROR(
-          AddPath(p, absl::StrCat(" (", source, " line ", n, ")"), out));
-    }
-  } else {
-    YH_RETURN_IF_ERROR(AddPath(source, "", out));
-    *type = out.back().video ? "video" : "image";
-  }
-  if (out.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("source=", source, " holds no images or videos"));
-  }
+  YH_ASSIGN_OR_RETURN(ResolvedSource source,
+                      yolohook::ResolveSource(config.source));
+  *type = source.type;
+  for (SourceFile& file : source.files)
+    out.push_back({std::move(file.path), file.video});
   return out;
 }
 
@@ -409,7 +323,7 @@ class PredictRun {
         name = absl::StrCat(
             "image", state_.seen - static_cast<int64_t>(batch.size()) + i + 1);
       }
-      if (!IsImage(name) && !video) name += ".jpg";
+      if (!IsImagePath(name.string()) && !video) name += ".jpg";
       if (config_.save_txt) {
         std::string stem = name.stem().string();
         if (video) stem += absl::StrCat("_", f.frame_index);

@@ -1,6 +1,5 @@
 #include "client/cli/remote.h"
 
-#include <glob.h>
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
@@ -8,9 +7,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <initializer_list>
 #include <memory>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -18,7 +14,6 @@
 #include <thread>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -28,11 +23,10 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/cpp/client.h"
+#include "server/common/sources.h"
 
 namespace yolohook::cli {
 namespace {
-
-namespace fs = std::filesystem;
 
 std::atomic<int> g_interrupts{0};
 void OnSignal(int) { ++g_interrupts; }
@@ -53,47 +47,6 @@ Client::Options ClientOptions(const RemoteFlags& flags) {
   options.target = flags.server;
   options.subscribe_timeout = absl::Seconds(30);
   return options;
-}
-
-bool HasExtension(const fs::path& p, std::initializer_list<const char*> exts) {
-  const std::string ext = absl::AsciiStrToLower(p.extension().string());
-  for (const char* e : exts) {
-    if (ext == e) return true;
-  }
-  return false;
-}
-bool IsImage(const fs::path& p) {
-  return HasExtension(
-      p, {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"});
-}
-bool IsVideo(const fs::path& p) {
-  return HasExtension(p, {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v",
-                          ".mpeg", ".mpg", ".wmv", ".gif"});
-}
-
-absl::Status AddFile(const fs::path& path, const std::string& source,
-                     PredictSource& out) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("source=", source, ": ", path.string(), " not found"));
-  }
-  if (IsVideo(path)) {
-    out.videos.push_back(path.string());
-    return absl::OkStatus();
-  }
-  if (!IsImage(path)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("source=", source, ": ", path.string(),
-                     " is neither an image nor a video (by its extension)"));
-  }
-  absl::StatusOr<v1::Image> image = ImageFromFile(path.string());
-  if (!image.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("source=", source, ": ", image.status().message()));
-  }
-  out.images.push_back(std::move(*image));
-  return absl::OkStatus();
 }
 
 std::string Lower(absl::string_view prefix, const std::string& enum_name) {
@@ -313,55 +266,20 @@ absl::Status SplitPair(absl::string_view word, absl::string_view what,
 }  // namespace
 
 absl::StatusOr<PredictSource> LoadPredictSource(const std::string& source) {
+  absl::StatusOr<ResolvedSource> resolved = ResolveSource(source);
+  if (!resolved.ok()) return resolved.status();
   PredictSource out;
-  std::error_code ec;
-  if (source.find_first_of("*?[") != std::string::npos) {
-    glob_t g{};
-    const int rc = glob(source.c_str(), 0, nullptr, &g);
-    std::vector<std::string> matches(g.gl_pathv, g.gl_pathv + g.gl_pathc);
-    globfree(&g);
-    if (rc != 0 || matches.empty()) {
-      return absl::NotFoundError(
-          absl::StrCat("source=", source, " matches no files"));
+  for (const SourceFile& file : resolved->files) {
+    if (file.video) {
+      out.videos.push_back(file.path);
+      continue;
     }
-    for (const std::string& m : matches) {
-      if (IsImage(m) || IsVideo(m)) {
-        absl::Status s = AddFile(m, source, out);
-        if (!s.ok()) return s;
-      }
+    absl::StatusOr<v1::Image> image = ImageFromFile(file.path);
+    if (!image.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("source=", source, ": ", image.status().message()));
     }
-  } else if (fs::is_directory(source, ec)) {
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(source, ec)) {
-      if (e.is_regular_file() && (IsImage(e.path()) || IsVideo(e.path())))
-        files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const fs::path& f : files) {
-      absl::Status s = AddFile(f, source, out);
-      if (!s.ok()) return s;
-    }
-  } else if (absl::EndsWith(absl::AsciiStrToLower(source), ".txt")) {
-    std::ifstream in(source);
-    if (!in) {
-      return absl::NotFoundError(absl::StrCat("source=", source, " not found"));
-    }
-    std::string line;
-    while (std::getline(in, line)) {
-      absl::string_view entry = absl::StripAsciiWhitespace(line);
-      if (entry.empty() || entry[0] == '#') continue;
-      fs::path p{std::string(entry)};
-      if (p.is_relative()) p = fs::path(source).parent_path() / p;
-      absl::Status s = AddFile(p, source, out);
-      if (!s.ok()) return s;
-    }
-  } else {
-    absl::Status s = AddFile(source, source, out);
-    if (!s.ok()) return s;
-  }
-  if (out.images.empty() && out.videos.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("source=", source, " holds no images or videos"));
+    out.images.push_back(std::move(*image));
   }
   return out;
 }

@@ -45,9 +45,9 @@ struct PredictSource {
   std::vector<v1::Image> images;
   std::vector<std::string> videos;
 };
-// INVALID_ARGUMENT naming source= for files that are neither images nor
-// videos (by extension), unreadable images and sources that hold none;
-// NOT_FOUND for missing ones.
+// The files are found as the engine finds them (ResolveSource,
+// server/common/sources.h), with its errors; INVALID_ARGUMENT naming source=
+// for an image that cannot be read.
 absl::StatusOr<PredictSource> LoadPredictSource(const std::string& source);
 
 }  // namespace yolohook::cli

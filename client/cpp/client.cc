@@ -49,17 +49,7 @@ bool IsTerminal(v1::JobState state) {
 absl::StatusOr<v1::Mode> ModeToWire(absl::string_view name) {
   absl::StatusOr<Mode> mode = ModeFromName(name);
   if (!mode.ok()) return mode.status();
-  switch (*mode) {
-    case Mode::kTrain:
-      return v1::MODE_TRAIN;
-    case Mode::kVal:
-      return v1::MODE_VAL;
-    case Mode::kPredict:
-      return v1::MODE_PREDICT;
-    case Mode::kExport:
-      return v1::MODE_EXPORT;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown mode '", name, "'"));
+  return events::ModeToWire(*mode);
 }
 
 void FillPredictor(const v1::PredictorState& s, bool decode_images,

@@ -170,6 +170,37 @@ absl::Status ValidateResult(const v1::Result& r, size_t index,
 
 }  // namespace
 
+v1::Mode ModeToWire(Mode mode) {
+  switch (mode) {
+    case Mode::kTrain:
+      return v1::MODE_TRAIN;
+    case Mode::kVal:
+      return v1::MODE_VAL;
+    case Mode::kPredict:
+      return v1::MODE_PREDICT;
+    case Mode::kExport:
+      return v1::MODE_EXPORT;
+  }
+  return v1::MODE_UNSPECIFIED;
+}
+
+absl::StatusOr<Mode> ModeFromWire(v1::Mode mode) {
+  switch (mode) {
+    case v1::MODE_TRAIN:
+      return Mode::kTrain;
+    case v1::MODE_VAL:
+      return Mode::kVal;
+    case v1::MODE_PREDICT:
+      return Mode::kPredict;
+    case v1::MODE_EXPORT:
+      return Mode::kExport;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("mode: expected MODE_TRAIN, MODE_VAL, MODE_PREDICT or ",
+                       "MODE_EXPORT, got ", static_cast<int>(mode)));
+  }
+}
+
 google::protobuf::Map<int32_t, std::string> NamesToWire(
     const std::vector<std::string>& names) {
   google::protobuf::Map<int32_t, std::string> out;

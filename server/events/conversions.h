@@ -7,11 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/map.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "server/callbacks/state.h"
+#include "server/common/config.h"
+#include "yolohook/v1/jobs.pb.h"
 #include "yolohook/v1/types.pb.h"
 
 namespace yolohook::events {
@@ -22,6 +25,11 @@ google::protobuf::Map<int32_t, std::string> NamesToWire(
     const std::vector<std::string>& names);
 std::vector<std::string> NamesFromWire(
     const google::protobuf::Map<int32_t, std::string>& names);
+
+// Job modes: the engine's <-> the wire's. ModeFromWire: INVALID_ARGUMENT for
+// MODE_UNSPECIFIED or an unknown value.
+v1::Mode ModeToWire(Mode mode);
+absl::StatusOr<Mode> ModeFromWire(v1::Mode mode);
 
 google::protobuf::Timestamp ToTimestamp(absl::Time time);
 absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp);

@@ -31,37 +31,6 @@ bool IsFinished(JobState state) {
   return state != JobState::kQueued && state != JobState::kRunning;
 }
 
-v1::Mode ModeToProto(Mode mode) {
-  switch (mode) {
-    case Mode::kTrain:
-      return v1::MODE_TRAIN;
-    case Mode::kVal:
-      return v1::MODE_VAL;
-    case Mode::kPredict:
-      return v1::MODE_PREDICT;
-    case Mode::kExport:
-      return v1::MODE_EXPORT;
-  }
-  return v1::MODE_UNSPECIFIED;
-}
-
-absl::StatusOr<Mode> ModeFromProto(v1::Mode mode) {
-  switch (mode) {
-    case v1::MODE_TRAIN:
-      return Mode::kTrain;
-    case v1::MODE_VAL:
-      return Mode::kVal;
-    case v1::MODE_PREDICT:
-      return Mode::kPredict;
-    case v1::MODE_EXPORT:
-      return Mode::kExport;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("mode: expected MODE_TRAIN, MODE_VAL, MODE_PREDICT or ",
-                       "MODE_EXPORT, got ", static_cast<int>(mode)));
-  }
-}
-
 v1::JobState StateToProto(JobState state) {
   switch (state) {
     case JobState::kQueued:
@@ -103,7 +72,7 @@ absl::StatusOr<JobState> StateFromProto(v1::JobState state) {
 v1::Job ToProto(const JobRecord& job) {
   v1::Job out;
   out.set_id(job.id);
-  out.set_mode(ModeToProto(job.mode));
+  out.set_mode(events::ModeToWire(job.mode));
   out.set_state(StateToProto(job.state));
   for (const auto& [key, value] : job.args) (*out.mutable_args())[key] = value;
   for (const auto& [key, value] : job.labels) {
@@ -138,7 +107,7 @@ v1::Job ToProto(const JobRecord& job) {
 absl::StatusOr<JobRecord> FromProto(const v1::Job& in) {
   JobRecord job;
   job.id = in.id();
-  absl::StatusOr<Mode> mode = ModeFromProto(in.mode());
+  absl::StatusOr<Mode> mode = events::ModeFromWire(in.mode());
   if (!mode.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("job ", in.id(), ": ", mode.status().message()));

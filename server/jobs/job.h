@@ -63,9 +63,6 @@ struct JobRecord {
   int64_t last_seq = 0;                   // seq of the job's last event so far
 };
 
-v1::Mode ModeToProto(Mode mode);
-// INVALID_ARGUMENT for MODE_UNSPECIFIED or an unknown value.
-absl::StatusOr<Mode> ModeFromProto(v1::Mode mode);
 v1::JobState StateToProto(JobState state);
 // INVALID_ARGUMENT for JOB_STATE_UNSPECIFIED or an unknown value.
 absl::StatusOr<JobState> StateFromProto(v1::JobState state);

@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/events/conversions.h"
 #include "server/events/event_bus.h"
 #include "server/service/grpc_status.h"
 
@@ -310,7 +311,7 @@ class PredictStreamReactor final
   grpc::CallbackServerContext* const context_;
   jobs::JobManager* const manager_;
   const std::shared_ptr<State> state_;
-  v1::Frame frame_;  // the read in flight
+  v1::Frame frame_;                                 // the read in flight
   std::string job_id_ ABSL_GUARDED_BY(state_->mu);  // "" until the first frame
   bool job_starting_ ABSL_GUARDED_BY(state_->mu) = false;  // in RunStream
   std::deque<int64_t> indices_
@@ -333,7 +334,7 @@ class PredictStreamReactor final
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(
     grpc::CallbackServerContext* context, const v1::SubmitJobRequest* request,
     v1::Job* response) {
-  absl::StatusOr<Mode> mode = jobs::ModeFromProto(request->mode());
+  absl::StatusOr<Mode> mode = events::ModeFromWire(request->mode());
   if (!mode.ok()) return Answer(context, mode.status());
   absl::StatusOr<jobs::JobRecord> job =
       manager_->Submit(*mode, ToMap(request->args()), ToMap(request->labels()),

@@ -23,7 +23,9 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
 ABSL_FLAG(std::string, data_dir, "",
           "job store, datasets and runs (default: $YOLOHOOK_DATA_DIR, else "
           "~/.yolohook)");
-ABSL_FLAG(int, threads, 0, "LibTorch threads per job (0 = all cores)");
+ABSL_FLAG(int, threads, 0,
+          "LibTorch threads per job (0 = the cores shared among --concurrency "
+          "jobs)");
 ABSL_FLAG(int, concurrency, 1, "queued jobs running at once");
 ABSL_FLAG(int, max_queued, 64,
           "queued jobs before SubmitJob answers RESOURCE_EXHAUSTED");

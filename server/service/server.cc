@@ -3,8 +3,10 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -58,7 +60,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   if (runner == nullptr) {
     jobs::EngineRunner::Options ro;
     ro.data_dir = options.data_dir;
-    ro.threads = options.threads;
+    // Jobs running side by side share the cores rather than each taking all.
+    ro.threads =
+        options.threads > 0
+            ? options.threads
+            : std::max(1,
+                       static_cast<int>(std::thread::hardware_concurrency()) /
+                           std::max(1, options.concurrency));
     s->owned_runner_ = std::make_unique<jobs::EngineRunner>(ro);
     runner = s->owned_runner_.get();
   }

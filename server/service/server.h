@@ -23,9 +23,9 @@ class Server {
     std::string listen =
         "127.0.0.1:50051";  // host:port; port 0 picks a free one
     std::string data_dir;   // store, datasets and runs ("" = engine default)
-    int threads = 0;        // LibTorch threads per job (0 = all cores)
-    int concurrency = 1;    // queued jobs running at once
-    int max_queued = 64;    // queued jobs before RESOURCE_EXHAUSTED
+    int threads = 0;      // LibTorch threads per job (0 = cores / concurrency)
+    int concurrency = 1;  // queued jobs running at once
+    int max_queued = 64;  // queued jobs before RESOURCE_EXHAUSTED
     absl::Duration reply_timeout = absl::Seconds(5);  // interceptors' default
     absl::Duration max_reply_timeout =
         absl::Seconds(60);      // cap, extensions included

@@ -13,6 +13,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/engine/version.h"
@@ -40,11 +42,16 @@ ABSL_FLAG(int, max_message_mb, 64,
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "yolohookd: runs YOLO train/val/predict/export jobs and streams their "
-      "callback "
+      "runs YOLO train/val/predict/export jobs and streams their callback "
       "events to gRPC clients.\nUsage: yolohookd [--listen=HOST:PORT] "
-      "[--data_dir=DIR] "
-      "[--threads=N] ...");
+      "[--data_dir=DIR] [--threads=N] ...");
+  // --help lists this file's flags (absl looks for a file named after the
+  // program by default).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
   // Signals are taken by one thread; every other thread blocks them.

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/core.hpp>
@@ -11,14 +12,31 @@
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace yolohook::data::testing {
 
-// A fresh, empty directory named after the running test.
+// The directories MakeTempDir made; removed when the test program exits.
+inline std::vector<std::string>& TempDirsToRemove() {
+  static auto* dirs = new std::vector<std::string>();
+  return *dirs;
+}
+
+// A fresh, empty directory named after the running test, removed when the
+// test program exits.
 inline std::string MakeTempDir(const std::string& suffix = "") {
+  static const bool cleanup_registered = [] {
+    std::atexit([] {
+      std::error_code ec;
+      for (const std::string& dir : TempDirsToRemove())
+        std::filesystem::remove_all(dir, ec);
+    });
+    return true;
+  }();
+  (void)cleanup_registered;
   const ::testing::TestInfo* info =
       ::testing::UnitTest::GetInstance()->current_test_info();
   std::filesystem::path dir =
@@ -27,6 +45,7 @@ inline std::string MakeTempDir(const std::string& suffix = "") {
                    "_", info->name(), suffix);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  TempDirsToRemove().push_back(dir.string());
   return dir.string();
 }
 

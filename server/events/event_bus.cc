@@ -42,7 +42,7 @@ constexpr int64_t kReplayPageSize = 256;
 // A job's events that may wait for the EventLog when Publish returns: enough
 // to keep the job's thread from waiting for each append, few enough that a
 // crash loses little.
-constexpr size_t kMaxUnstored = 4;
+constexpr size_t kMaxUnstored = 64;
 
 std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
 
@@ -222,10 +222,11 @@ class BusCore {
     batch.swap(log_queue_);
     appending_ = true;
     log_mu_.Unlock();
-    for (const EventPtr& event : batch) {
-      // A failed append costs only replays beyond memory; the job goes on.
-      options_.log->Append(*event).IgnoreError();
-    }
+    std::vector<const v1::Event*> events;
+    events.reserve(batch.size());
+    for (const EventPtr& event : batch) events.push_back(event.get());
+    // A failed append costs only replays beyond memory; the job goes on.
+    options_.log->AppendAll(events).IgnoreError();
     {
       absl::MutexLock lock(&mu_);
       for (const EventPtr& event : batch) {
@@ -1021,6 +1022,8 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
 Callback EventBus::CallbackFor(const std::string& job_id) {
   return [this, job_id](EventContext& ctx) { Publish(job_id, ctx); };
 }
+
+void EventBus::FlushLog() { impl_->FlushLog(); }
 
 void EventBus::FinishJob(const std::string& job_id) {
   impl_->FlushLog();

@@ -32,6 +32,14 @@ class EventLog {
   // Stores one event (seq is event.seq()). Called on a thread of the bus,
   // one event at a time, in publish order.
   virtual absl::Status Append(const v1::Event& event) = 0;
+  // Stores several events in order, as one write where the log can (the job
+  // store commits them in one transaction). Every event is attempted; returns
+  // the first error. The default appends them one by one.
+  virtual absl::Status AppendAll(const std::vector<const v1::Event*>& events) {
+    absl::Status first;
+    for (const v1::Event* event : events) first.Update(Append(*event));
+    return first;
+  }
   // Events of `job_id` with seq >= from_seq, in order, at most `limit`.
   virtual absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
                                                       int64_t from_seq,
@@ -171,6 +179,10 @@ class EventBus {
   // With an EventLog, the job's events are released from memory (replays read
   // the log).
   void FinishJob(const std::string& job_id);
+
+  // Waits until every event published so far is in the EventLog (events are
+  // stored on a thread of the bus). No-op without a log.
+  void FlushLog();
 
   // The job's last seq so far (0 before its first event).
   int64_t LastSeq(const std::string& job_id) const;

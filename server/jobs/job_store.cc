@@ -356,12 +356,30 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::MarkRunningInterrupted(
 }
 
 absl::Status JobStore::Append(const v1::Event& event) {
+  absl::MutexLock lock(&mu_);
+  return AppendLocked(event);
+}
+
+absl::Status JobStore::AppendAll(const std::vector<const v1::Event*>& events) {
+  if (events.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  YH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status first;
+  for (const v1::Event* event : events) first.Update(AppendLocked(*event));
+  absl::Status commit = Exec("COMMIT");
+  if (!commit.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return commit;
+  }
+  return first;
+}
+
+absl::Status JobStore::AppendLocked(const v1::Event& event) {
   if (event.job_id().empty() || event.seq() < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "job store: an event needs a job id and a seq >= 1 (job \"",
         event.job_id(), "\", seq ", event.seq(), ")"));
   }
-  absl::MutexLock lock(&mu_);
   StmtReset reset(append_);
   BindText(append_, 1, event.job_id());
   sqlite3_bind_int64(append_, 2, event.seq());

@@ -79,6 +79,9 @@ class JobStore : public events::EventLog {
   // events::EventLog. Append: ALREADY_EXISTS for a (job, seq) already stored,
   // INVALID_ARGUMENT for an empty job id or seq < 1.
   absl::Status Append(const v1::Event& event) override ABSL_LOCKS_EXCLUDED(mu_);
+  // One transaction for all of them (a failed event does not undo the others).
+  absl::Status AppendAll(const std::vector<const v1::Event*>& events) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
                                               int64_t from_seq,
                                               int64_t limit) override
@@ -92,6 +95,8 @@ class JobStore : public events::EventLog {
   JobStore(std::string path, sqlite3* db);
 
   absl::Status Prepare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AppendLocked(const v1::Event& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutLocked(const JobRecord& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -677,6 +677,7 @@ TEST_F(EventBusTest, FromSeqOlderThanRetainedIsCompacted) {
   bus.StartJob("a", {}, {});
   TrainerJob job;
   for (int i = 0; i < 10; ++i) bus.Publish("a", job.ctx);
+  bus.FlushLog();  // compact what is stored, not what is still queued
   log.Compact("a", 5);
   Client client(bus);
   v1::Subscribe s = Sub("r", {"a"});

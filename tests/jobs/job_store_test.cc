@@ -286,6 +286,29 @@ TEST(JobStoreTest, EventsAppendReadAndLastSeq) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(JobStoreTest, AppendAllStoresEveryEventAndReportsTheFirstFailure) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  ASSERT_TRUE(store->Append(MakeEvent("job-1", 2, "stored before")).ok());
+  std::vector<v1::Event> events = {
+      MakeEvent("job-1", 1, "a"), MakeEvent("job-1", 2, "duplicate"),
+      MakeEvent("job-1", 3, "c"), MakeEvent("job-2", 1, "d")};
+  std::vector<const v1::Event*> batch;
+  for (const v1::Event& e : events) batch.push_back(&e);
+  absl::Status status = store->AppendAll(batch);
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(status.message(), HasSubstr("seq 2"));
+  // The duplicate did not undo the others of its transaction.
+  absl::StatusOr<std::vector<v1::Event>> read = store->Read("job-1", 1, 10);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), 3u);
+  EXPECT_EQ((*read)[0].name(), "a");
+  EXPECT_EQ((*read)[1].name(), "stored before");
+  EXPECT_EQ((*read)[2].name(), "c");
+  EXPECT_EQ(*store->LastSeq("job-2"), 1);
+  EXPECT_TRUE(store->AppendAll({}).ok());
+}
+
 TEST(JobStoreTest, ReopenKeepsJobsAndEvents) {
   testing::TempDir dir;
   const std::string path = dir.Sub("jobs.db");

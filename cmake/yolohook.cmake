@@ -28,10 +28,13 @@ function(yolohook_test)
   # Tests run side by side (ctest -j), each with LibTorch threads on every
   # core: OpenMP threads that spin while they wait then steal the cores the
   # other test needs (several times slower). Passive waiting avoids that.
+  set(properties TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
+  if(ARG_LABELS)
+    list(APPEND properties LABELS "${ARG_LABELS}")
+  endif()
   gtest_discover_tests(${ARG_NAME}
     DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}"
-               ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
+    PROPERTIES ${properties})
 endfunction()
 
 # Torch's CMake config adds flags that trip our warnings (e.g. unused parameters in

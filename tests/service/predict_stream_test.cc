@@ -116,13 +116,20 @@ TEST_F(PredictStreamTest, ResultsFollowFrameOrderWithInterceptorsApplied) {
   (*s->mutable_match_labels())["stream"] = "tagged";
   s->add_events("on_predict_postprocess_end");
   s->set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
+  s->set_include_images(true);
   ASSERT_TRUE(hook.Send(subscribe));
   ASSERT_TRUE(hook.ReadUntil(
       [](const v1::ServerMessage& m) { return m.has_subscribed(); }));
+  int frames_attached = 0;  // events whose frames came as JPEG
   std::thread replier([&] {
     while (auto m = hook.Read(absl::Seconds(60))) {
       if (!m->has_event()) continue;
       const v1::Event& e = m->event();
+      if (e.predictor().images_size() > 0 &&
+          e.predictor().images_size() == e.predictor().results_size() &&
+          e.predictor().images(0).data().rfind("\xff\xd8", 0) == 0) {
+        ++frames_attached;
+      }
       v1::ClientMessage reply;
       v1::Reply* r = reply.mutable_reply();
       r->set_subscription_id("tag");
@@ -163,6 +170,7 @@ TEST_F(PredictStreamTest, ResultsFollowFrameOrderWithInterceptorsApplied) {
   ASSERT_TRUE(status.ok()) << status.error_message();
 
   ASSERT_EQ(results.size(), static_cast<size_t>(kFrames));
+  EXPECT_EQ(frames_attached, kFrames);  // include_images: each frame as JPEG
   for (int i = 0; i < kFrames; ++i) {
     EXPECT_EQ(results[i].index(), 100 + i);
     EXPECT_EQ(results[i].job_id(), results[0].job_id());

@@ -1,0 +1,181 @@
+// The Kubernetes manifests and the Dockerfile agree with the server: ports,
+// the health probe, the data directory, the flag file (every flag one that
+// yolohookd documents) and the address clients in the cluster use.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace yolohook {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string K8s(const std::string& name) {
+  return absl::StrCat(YOLOHOOK_DEPLOY_DIR, "/k8s/", name);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The flag file in the ConfigMap as name -> value.
+std::map<std::string, std::string> Flags() {
+  YAML::Node config = YAML::LoadFile(K8s("configmap.yaml"));
+  std::map<std::string, std::string> flags;
+  for (absl::string_view line :
+       absl::StrSplit(config["data"]["yolohookd.flags"].as<std::string>(), '\n',
+                      absl::SkipWhitespace())) {
+    line = absl::StripAsciiWhitespace(line);
+    EXPECT_TRUE(absl::ConsumePrefix(&line, "--")) << line;
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, '=');
+    flags[kv.first] = kv.second;
+  }
+  return flags;
+}
+
+int PortOf(const std::string& address) {
+  int port = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port))
+      << address;
+  return port;
+}
+
+YAML::Node Container(const YAML::Node& workload) {
+  return workload["spec"]["template"]["spec"]["containers"][0];
+}
+
+TEST(ManifestsTest, EveryManifestParsesWithKindAndName) {
+  for (const char* file : {"configmap.yaml", "pvc.yaml", "deployment.yaml",
+                           "service.yaml", "train-job.yaml", "hook-job.yaml"}) {
+    YAML::Node doc;
+    ASSERT_NO_THROW(doc = YAML::LoadFile(K8s(file))) << file;
+    EXPECT_TRUE(doc["apiVersion"].IsScalar()) << file;
+    EXPECT_TRUE(doc["kind"].IsScalar()) << file;
+    EXPECT_FALSE(doc["metadata"]["name"].as<std::string>("").empty()) << file;
+  }
+}
+
+TEST(ManifestsTest, FlagFileHoldsOnlyFlagsYolohookdDocuments) {
+  FILE* pipe = popen(absl::StrCat(YOLOHOOKD_PATH, " --help 2>&1").c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string help;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe))
+    help.append(buffer, n);
+  pclose(pipe);
+  const std::map<std::string, std::string> flags = Flags();
+  ASSERT_FALSE(flags.empty());
+  for (const auto& [name, value] : flags) {
+    EXPECT_THAT(help, HasSubstr(absl::StrCat("--", name, " ("))) << name;
+    EXPECT_FALSE(value.empty()) << name;
+  }
+}
+
+TEST(ManifestsTest, PortsProbesAndPathsAgree) {
+  const std::map<std::string, std::string> flags = Flags();
+  const int port = PortOf(flags.at("listen"));
+  EXPECT_EQ(flags.at("listen").substr(0, flags.at("listen").rfind(':')),
+            "0.0.0.0");  // reachable from other pods
+
+  YAML::Node deployment = YAML::LoadFile(K8s("deployment.yaml"));
+  YAML::Node pod = deployment["spec"]["template"]["spec"];
+  YAML::Node server = Container(deployment);
+  EXPECT_EQ(server["ports"][0]["containerPort"].as<int>(), port);
+  EXPECT_EQ(server["readinessProbe"]["grpc"]["port"].as<int>(), port);
+  EXPECT_EQ(server["livenessProbe"]["tcpSocket"]["port"].as<int>(), port);
+  // Long enough to finish a batch and write a checkpoint after SIGTERM.
+  EXPECT_GE(pod["terminationGracePeriodSeconds"].as<int>(), 60);
+  EXPECT_EQ(deployment["spec"]["strategy"]["type"].as<std::string>(),
+            "Recreate");  // never two servers on one SQLite store
+
+  // The flag file is mounted where the command reads it.
+  std::string flagfile;
+  for (const YAML::Node& arg : server["command"]) {
+    const std::string a = arg.as<std::string>();
+    absl::string_view rest = a;
+    if (absl::ConsumePrefix(&rest, "--flagfile=")) flagfile = std::string(rest);
+  }
+  ASSERT_FALSE(flagfile.empty());
+  std::map<std::string, std::string> mounts;  // volume -> path
+  for (const YAML::Node& m : server["volumeMounts"])
+    mounts[m["name"].as<std::string>()] = m["mountPath"].as<std::string>();
+  std::map<std::string, YAML::Node> volumes;
+  for (const YAML::Node& v : pod["volumes"])
+    volumes[v["name"].as<std::string>()] = v;
+  bool flags_mounted = false;
+  for (const auto& [name, path] : mounts) {
+    if (volumes[name]["configMap"]) {
+      EXPECT_EQ(volumes[name]["configMap"]["name"].as<std::string>(),
+                YAML::LoadFile(K8s("configmap.yaml"))["metadata"]["name"]
+                    .as<std::string>());
+      EXPECT_EQ(absl::StrCat(path, "/yolohookd.flags"), flagfile);
+      flags_mounted = true;
+    }
+    if (volumes[name]["persistentVolumeClaim"]) {
+      EXPECT_EQ(path, flags.at("data_dir"));
+      EXPECT_EQ(
+          volumes[name]["persistentVolumeClaim"]["claimName"].as<std::string>(),
+          YAML::LoadFile(K8s("pvc.yaml"))["metadata"]["name"]
+              .as<std::string>());
+    }
+  }
+  EXPECT_TRUE(flags_mounted);
+
+  // The Service reaches the container port.
+  YAML::Node service = YAML::LoadFile(K8s("service.yaml"));
+  EXPECT_EQ(service["spec"]["ports"][0]["targetPort"].as<int>(), port);
+  for (const auto& label : service["spec"]["selector"]) {
+    EXPECT_EQ(deployment["spec"]["template"]["metadata"]["labels"]
+                        [label.first.as<std::string>()]
+                            .as<std::string>(),
+              label.second.as<std::string>());
+  }
+
+  // The example Jobs talk to the Service.
+  const std::string address =
+      absl::StrCat(service["metadata"]["name"].as<std::string>(), ":",
+                   service["spec"]["ports"][0]["port"].as<int>());
+  for (const char* job : {"train-job.yaml", "hook-job.yaml"}) {
+    bool found = false;
+    for (const YAML::Node& arg : Container(YAML::LoadFile(K8s(job)))["command"])
+      found |= arg.as<std::string>() == absl::StrCat("--server=", address);
+    EXPECT_TRUE(found) << job << " does not use --server=" << address;
+  }
+}
+
+TEST(ManifestsTest, DockerfileServesWhatTheManifestsExpect) {
+  const std::string dockerfile =
+      ReadFile(absl::StrCat(YOLOHOOK_DEPLOY_DIR, "/Dockerfile"));
+  const std::map<std::string, std::string> flags = Flags();
+  EXPECT_THAT(dockerfile,
+              HasSubstr(absl::StrCat("EXPOSE ", PortOf(flags.at("listen")))));
+  EXPECT_THAT(dockerfile,
+              HasSubstr(absl::StrCat("--data_dir=", flags.at("data_dir"))));
+  // The pod's user is the image's.
+  YAML::Node pod =
+      YAML::LoadFile(K8s("deployment.yaml"))["spec"]["template"]["spec"];
+  EXPECT_THAT(dockerfile,
+              HasSubstr(absl::StrCat(
+                  "USER ", pod["securityContext"]["runAsUser"].as<int>())));
+  for (const char* program :
+       {"yolohookd", "yolohook", "yolohook_keep_confident"})
+    EXPECT_THAT(dockerfile, HasSubstr(absl::StrCat("/src/build/bin/", program)))
+        << program;
+}
+
+}  // namespace
+}  // namespace yolohook

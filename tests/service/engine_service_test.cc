@@ -23,6 +23,7 @@
 #include "server/engine/nn/model.h"
 #include "server/service/server.h"
 #include "tests/testing/callback_stream.h"
+#include "tests/testing/job_calls.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_shapes.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
@@ -70,26 +71,11 @@ class EngineServiceTest : public ::testing::Test {
 
   v1::Job Submit(v1::Mode mode, const std::map<std::string, std::string>& args,
                  const std::map<std::string, std::string>& labels) {
-    v1::SubmitJobRequest request;
-    request.set_mode(mode);
-    request.mutable_args()->insert(args.begin(), args.end());
-    request.mutable_labels()->insert(labels.begin(), labels.end());
-    v1::Job job;
-    grpc::ClientContext context;
-    grpc::Status status = jobs_->SubmitJob(&context, request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return job;
+    return testing::SubmitJob(*jobs_, mode, args, labels);
   }
 
   v1::Job WaitDone(const std::string& id) {
-    auto done = server_->manager().Wait(id, kWait);
-    EXPECT_TRUE(done.ok()) << done.status();
-    v1::Job job;
-    grpc::ClientContext context;
-    v1::GetJobRequest request;
-    request.set_id(id);
-    EXPECT_TRUE(jobs_->GetJob(&context, request, &job).ok());
-    return job;
+    return testing::WaitJobDone(*server_, *jobs_, id, kWait);
   }
 
   static void Subscribe(testing::CallbackStream& stream,

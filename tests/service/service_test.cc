@@ -16,6 +16,7 @@
 #include "server/service/server.h"
 #include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
+#include "tests/testing/job_calls.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -106,28 +107,13 @@ class ServiceTest : public ::testing::Test {
     return b;
   }
 
-  v1::Job Submit(v1::Mode mode, std::map<std::string, std::string> args,
-                 std::map<std::string, std::string> labels) {
-    v1::SubmitJobRequest request;
-    request.set_mode(mode);
-    request.mutable_args()->insert(args.begin(), args.end());
-    request.mutable_labels()->insert(labels.begin(), labels.end());
-    v1::Job job;
-    grpc::ClientContext context;
-    grpc::Status status = jobs_->SubmitJob(&context, request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return job;
+  v1::Job Submit(v1::Mode mode, const std::map<std::string, std::string>& args,
+                 const std::map<std::string, std::string>& labels) {
+    return testing::SubmitJob(*jobs_, mode, args, labels);
   }
 
   v1::Job WaitDone(const std::string& id) {
-    auto done = server_->manager().Wait(id, absl::Seconds(30));
-    EXPECT_TRUE(done.ok()) << done.status();
-    v1::Job job;
-    grpc::ClientContext context;
-    v1::GetJobRequest request;
-    request.set_id(id);
-    EXPECT_TRUE(jobs_->GetJob(&context, request, &job).ok());
-    return job;
+    return testing::WaitJobDone(*server_, *jobs_, id, absl::Seconds(30));
   }
 
   // Reads the events of `job_id` until `last` arrives.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages yolohook needs (only those missing), then
-# configures and builds the project into build/ (or $YOLOHOOK_BUILD_DIR).
+# Installs the Debian 12 packages yolohook needs (only those missing) and the
+# npm packages its Node.js code pins (npm ci where node_modules does not match
+# the lockfile), then configures and builds the project into build/ (or
+# $YOLOHOOK_BUILD_DIR).
 #
 #   deploy/setup.sh            install what is missing, build everything
 #   deploy/setup.sh --deps     install what is missing, do not build
@@ -19,10 +21,17 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 
+# Directories with a package-lock.json whose packages `npm ci` installs.
+npm_dirs=(client/node)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm from Debian, unless some node / npm is already installed (a
+# Node.js from elsewhere bundles its own npm, which Debian's npm conflicts with).
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo=""
@@ -31,6 +40,28 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# True when $1/node_modules holds exactly the packages its package-lock.json
+# pins (npm records what it installed in node_modules/.package-lock.json).
+npm_installed() {
+  node -e '
+    const fs = require("fs");
+    const read = (f) => JSON.parse(fs.readFileSync(f, "utf8")).packages || {};
+    const want = read(process.argv[1] + "/package-lock.json");
+    let have;
+    try { have = read(process.argv[1] + "/node_modules/.package-lock.json"); } catch { process.exit(1); }
+    for (const [p, w] of Object.entries(want)) {
+      if (p === "" || (w.optional && !have[p])) continue;
+      if (!have[p] || have[p].version !== w.version || have[p].integrity !== w.integrity) process.exit(1);
+    }
+    for (const p of Object.keys(have)) if (!(p in want)) process.exit(1);
+  ' "$1"
+}
+for d in "${npm_dirs[@]}"; do
+  npm_installed "$root/$d" && continue
+  echo "setup: npm ci in $d"
+  (cd "$root/$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+done
 
 [ "${1:-}" = "--deps" ] && exit 0
 

@@ -195,11 +195,10 @@ class Follower {
     call.on('data', (message) => {
       if (this.call === call) this.handle(message);
     });
-    call.on('error', (err) => {
-      if (this.call === call) this.broken(err);
-    });
-    call.on('end', () => {
-      if (this.call === call) this.broken(null);
+    // Every call ends with one status (after its 'error' event, if any).
+    call.on('error', () => {});
+    call.on('status', (status) => {
+      if (this.call === call) this.broken(status.code === grpc.status.OK ? null : status);
     });
 
     if (this.options.jobIds.length > 0) {
@@ -398,15 +397,15 @@ class Follower {
     }
   }
 
-  broken(err) {
+  broken(status) {
     if (this.stopping) return;
     this.call = null;
-    if (err && FATAL_CODES.has(err.code)) {
-      log(`server refused: ${err.details || err.message}`);
+    if (status && FATAL_CODES.has(status.code)) {
+      log(`server refused: ${status.details}`);
       this.stop(1);
       return;
     }
-    const why = err ? err.details || err.message : 'the server closed the stream';
+    const why = status ? status.details : 'the server closed the stream';
     log(`stream broken (${why}); reconnecting in ${this.backoffMs} ms`);
     this.timer = setTimeout(() => this.open(), this.backoffMs);
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);

@@ -19,6 +19,7 @@ packages=(
   libtorch-dev libopencv-dev libyaml-cpp-dev libsqlite3-dev libonnx-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3 python3-grpcio python3-protobuf
 )
 
 # Directories with a package-lock.json whose packages `npm ci` installs.

@@ -59,8 +59,9 @@ YAML::Node Container(const YAML::Node& workload) {
 }
 
 TEST(ManifestsTest, EveryManifestParsesWithKindAndName) {
-  for (const char* file : {"configmap.yaml", "pvc.yaml", "deployment.yaml",
-                           "service.yaml", "train-job.yaml", "hook-job.yaml"}) {
+  for (const char* file :
+       {"configmap.yaml", "pvc.yaml", "deployment.yaml", "service.yaml",
+        "train-job.yaml", "hook-job.yaml", "python-hook-job.yaml"}) {
     YAML::Node doc;
     ASSERT_NO_THROW(doc = YAML::LoadFile(K8s(file))) << file;
     EXPECT_TRUE(doc["apiVersion"].IsScalar()) << file;
@@ -149,7 +150,8 @@ TEST(ManifestsTest, PortsProbesAndPathsAgree) {
   const std::string address =
       absl::StrCat(service["metadata"]["name"].as<std::string>(), ":",
                    service["spec"]["ports"][0]["port"].as<int>());
-  for (const char* job : {"train-job.yaml", "hook-job.yaml"}) {
+  for (const char* job :
+       {"train-job.yaml", "hook-job.yaml", "python-hook-job.yaml"}) {
     bool found = false;
     for (const YAML::Node& arg : Container(YAML::LoadFile(K8s(job)))["command"])
       found |= arg.as<std::string>() == absl::StrCat("--server=", address);
@@ -175,6 +177,43 @@ TEST(ManifestsTest, DockerfileServesWhatTheManifestsExpect) {
        {"yolohookd", "yolohook", "yolohook_keep_confident"})
     EXPECT_THAT(dockerfile, HasSubstr(absl::StrCat("/src/build/bin/", program)))
         << program;
+}
+
+TEST(ManifestsTest, PythonHookRunsAnExampleTheImageShips) {
+  const std::string dockerfile =
+      ReadFile(absl::StrCat(YOLOHOOK_DEPLOY_DIR, "/Dockerfile"));
+  for (const char* package : {"python3-grpcio", "python3-protobuf"})
+    EXPECT_THAT(dockerfile, HasSubstr(package)) << package;
+  EXPECT_THAT(dockerfile, HasSubstr("/src/build/client/python/yolohook "));
+  // The examples' directory in the image, from the COPY line that puts them
+  // there.
+  const std::string copy = "COPY --from=build /src/client/python/examples ";
+  const size_t at = dockerfile.find(copy);
+  ASSERT_NE(at, std::string::npos);
+  const std::string examples = dockerfile.substr(
+      at + copy.size(), dockerfile.find('\n', at) - at - copy.size());
+
+  YAML::Node command =
+      Container(YAML::LoadFile(K8s("python-hook-job.yaml")))["command"];
+  ASSERT_GE(command.size(), 2u);
+  EXPECT_EQ(command[0].as<std::string>(), "python3");
+  const std::string script = command[1].as<std::string>();
+  ASSERT_TRUE(absl::StartsWith(script, examples + "/")) << script;
+  const std::string source = absl::StrCat(YOLOHOOK_PYTHON_EXAMPLES_DIR,
+                                          script.substr(examples.size()));
+  EXPECT_FALSE(ReadFile(source).empty()) << source;
+  // It hooks the jobs the training Job submits.
+  std::string train_label;
+  for (const YAML::Node& arg :
+       Container(YAML::LoadFile(K8s("train-job.yaml")))["command"]) {
+    const std::string value = arg.as<std::string>();
+    absl::string_view a = value;
+    if (absl::ConsumePrefix(&a, "--label=")) train_label = std::string(a);
+  }
+  bool hooked = false;
+  for (const YAML::Node& arg : command)
+    hooked |= arg.as<std::string>() == absl::StrCat("--label=", train_label);
+  EXPECT_TRUE(hooked) << "python-hook-job.yaml does not select " << train_label;
 }
 
 }  // namespace

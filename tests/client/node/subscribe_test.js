@@ -266,3 +266,51 @@ test('--intercept removes a class from a predict job\'s results', {timeout: 1200
   const observed = out.filter((l) => l.event !== undefined && l.job === hooked.id);
   assert.equal(observed[observed.length - 1].event, 'on_predict_end');
 });
+
+test('jobs followed by label resume after a broken stream without a gap', {timeout: 120000}, async () => {
+  assert.ok(trainJob, 'needs the train job');
+  const best = trainJob.artifacts.find((a) => a.kind === 'weights_best').path;
+  const valDir = path.join(dataDir, 'datasets', 'shapes', 'images', 'val');
+  const images = fs
+    .readdirSync(valDir)
+    .sort()
+    .slice(0, 3)
+    .map((name) => ({name, data: fs.readFileSync(path.join(valDir, name))}));
+  const proxy = await startProxy(address);
+  let cut = false;
+  let ready;
+  const readyPromise = new Promise((r) => (ready = r));
+  // Only the job submitted below carries this label.
+  const watch = subscribe(
+    [`--server=${proxy.address}`, '--label=run=node-watch'],
+    (line, child) => {
+      if (!cut) {
+        cut = true;
+        proxy.cut();
+      }
+      if (line.event === 'on_predict_end') child.kill('SIGINT');
+    },
+    (line) => {
+      if (line.includes('subscribed ')) ready();
+    },
+  );
+  const early = await Promise.race([readyPromise.then(() => null), watch.done]);
+  assert.equal(early, null, `subscribe ended before subscribing:\n${early && early.err.join('\n')}`);
+  const job = await unary(clients.jobs, 'SubmitJob', {
+    mode: 'MODE_PREDICT',
+    args: {model: best, imgsz: '64', save: 'false', verbose: 'false'},
+    images,
+    labels: {run: 'node-watch'},
+  });
+  const {code, out, err} = await watch.done;
+  proxy.close();
+  assert.equal(code, 0, err.join('\n'));
+  assert.ok(err.some((l) => l.includes('reconnecting')), `no reconnect in:\n${err.join('\n')}`);
+  assert.ok(out.every((l) => l.job === job.id));
+  const events = out;
+  const done = await waitDone(job.id);
+  assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+  assert.equal(events.length, done.last_seq);
+  assert.equal(events[0].event, 'on_predict_start');
+  assert.equal(events[events.length - 1].event, 'on_predict_end');
+});

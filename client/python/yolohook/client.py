@@ -145,10 +145,21 @@ class Job:
         return self
 
     def wait(self, timeout=None):
-        """Polls until the job finished and returns it; TimeoutError after ``timeout`` s."""
+        """Polls until the job finished and returns it; TimeoutError after ``timeout`` s.
+
+        Rides out a server restart (UNAVAILABLE answers are retried): an
+        interrupted training job resumes under the same id.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.02
-        while not self.refresh().done:
+        while True:
+            try:
+                if self.refresh().done:
+                    break
+            except YolohookError as e:
+                if e.code != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                pause = max(pause, 0.1)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("job %s still %s after %gs" % (self.id, self.state, timeout))
             left = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
@@ -702,6 +713,12 @@ class Client:
             subscription_id=event.subscription_id, job_id=event.job_id, seq=event.seq,
             mutations=list(mutations))))
 
+    def _extend_deadline(self, conn, event, seconds):
+        extend = callbacks_pb2.ExtendDeadline(
+            subscription_id=event.subscription_id, job_id=event.job_id, seq=event.seq)
+        extend.extension.FromNanoseconds(int(seconds * 1e9))
+        conn.send(callbacks_pb2.ClientMessage(extend_deadline=extend))
+
     def _handle(self, conn, message):
         kind = message.WhichOneof("kind")
         if kind == "subscribed":
@@ -787,10 +804,18 @@ class Client:
                 if resubscribe is not None:
                     conn.send(resubscribe)
                 return
+            if reason == callbacks_pb2.END_REASON_JOBS_DONE and not sub.ending:
+                # A job interrupted by a draining server ends its
+                # subscriptions too, but resumes under the same id when the
+                # server starts again: find out off the reader thread.
+                threading.Thread(target=self._check_interrupted, args=(sub, sub.wire_id),
+                                 name="yolohook-check", daemon=True).start()
+                return
             if reason in (callbacks_pb2.END_REASON_JOBS_DONE, callbacks_pb2.END_REASON_UNSUBSCRIBED):
                 sub.ending = True
             elif reason == callbacks_pb2.END_REASON_SHUTDOWN:
-                sub.generation = 0  # the stream closes next; the reconnect subscribes again
+                sub.generation = 0  # the reconnect subscribes again
+                self._close_if_shut_down()
                 return
             elif reason in (callbacks_pb2.END_REASON_LAGGING, callbacks_pb2.END_REASON_COMPACTED):
                 if sub.ending:
@@ -819,6 +844,48 @@ class Client:
                 conn.send(m)
             return
         self._enqueue(("ended", sub, error))
+
+    def _check_interrupted(self, sub, wire_id):
+        """Ends ``sub`` after JOBS_DONE unless one of its jobs was interrupted.
+
+        An interrupted job's subscription is kept, to be sent again (from the
+        next seq) when the stream is reopened to the restarted server.
+        """
+        interrupted = False
+        for job in sub.job_ids:
+            try:
+                state = _state_name(self._jobs.GetJob(
+                    jobs_pb2.GetJobRequest(id=job), timeout=10, metadata=self._metadata).state)
+            except grpc.RpcError as e:
+                # The server is already gone: only a drain ends jobs that way.
+                interrupted = e.code() == grpc.StatusCode.UNAVAILABLE
+                break
+            except ValueError:  # the channel was closed
+                return
+            if state == "interrupted":
+                interrupted = True
+                break
+        with self._cond:
+            if sub.ending or sub.wire_id != wire_id:
+                return
+            if interrupted:
+                sub.generation = 0
+                self._close_if_shut_down()
+                return
+            sub.ending = True
+            error = sub.end_error
+        self._enqueue(("ended", sub, error))
+
+    def _close_if_shut_down(self):
+        """Cancels the stream once the server has ended all its subscriptions (under _cond).
+
+        A draining server then need not wait for this client to go.
+        """
+        conn = self._conn
+        if conn is None or conn.call is None:
+            return
+        if not any(s.generation == conn.generation for s in self._subs.values() if not s.ending):
+            conn.call.cancel()
 
     def _catchup_ended(self, sub, job, ended):
         """Handles the end of a catch-up; returns a Subscribe to resume it, if needed."""
@@ -877,6 +944,8 @@ class Client:
         mutations = []
         try:
             ev = _events.Event(wire)
+            if sub.intercept and wire.reply_required:
+                ev._extend = lambda seconds: self._extend_deadline(conn, wire, seconds)
             sub.fn(ev)
             if sub.intercept:
                 mutations = ev.mutations()

@@ -167,7 +167,7 @@ def _to_datetime(timestamp):
 
 
 def _convert(field, value):
-    """A state field as plain Python: dicts, lists, Results."""
+    """A state field as plain Python: dicts, lists, Results, (name, bytes) images."""
     message = field.message_type
     if message is not None and message.GetOptions().map_entry:
         return dict(value)
@@ -176,6 +176,8 @@ def _convert(field, value):
             return list(value)
         if message.full_name == "yolohook.v1.Result":
             return [Result.from_proto(r) for r in value]
+        if message.full_name == "yolohook.v1.Image":
+            return [(image.name, image.data) for image in value]
         return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in value]
     if message is not None:
         return json_format.MessageToDict(value, preserving_proto_field_name=True)
@@ -236,6 +238,7 @@ class Event:
         self.stop_training = False
         self.stop_reason = None
         self.fail_reason = None
+        self._extend = None  # set by the client for events awaiting a reply
         if self.stage == "predictor":
             self.results = [Result.from_proto(r) for r in self.state.results]
         elif self.stage == "trainer":
@@ -277,6 +280,16 @@ class Event:
     def fail(self, reason):
         """Fails the job with ``reason``."""
         self.fail_reason = str(reason) or "failed by a remote callback"
+
+    def extend_deadline(self, seconds):
+        """Asks the server to wait ``seconds`` longer for this event's reply (once per event).
+
+        Only for intercepted events (``reply_required``); the server caps the
+        total at its --max_reply_timeout and reports a refusal to on_error.
+        """
+        if self._extend is None:
+            raise ValueError("%s seq %d awaits no reply: nothing to extend" % (self.name, self.seq))
+        self._extend(seconds)
 
     def mutations(self):
         """The Mutation messages that turn the event as received into this one."""

@@ -3,6 +3,7 @@
 import math
 import random
 import threading
+import time
 import unittest
 from concurrent import futures
 
@@ -245,6 +246,24 @@ class ServerTest(unittest.TestCase):
         self.assertFalse(any(b.xyxy == (1, 2, 30, 40) for r in results for b in r.boxes))
         self.assertTrue(any("bug in a hook" in str(e) for e in self.errors))
 
+    def test_extended_deadline_outlasts_the_reply_timeout(self):
+        best = self.best_weights()
+
+        def slow(ev):
+            ev.extend_deadline(30)
+            time.sleep(1.5)  # three times the reply timeout
+            for r in ev.results:
+                r.boxes = [yolohook.Box((1, 2, 30, 40), 0.9, 1)]
+
+        sub = self.client.add_callback("on_predict_postprocess_end", slow, labels={"test": "slow"},
+                                       failure_mode="fail_job", reply_timeout=0.5)
+        try:
+            results = self.client.predict(self.images()[:1], model=best, imgsz=64,
+                                          labels={"test": "slow"})
+        finally:
+            sub.remove()
+        self.assertEqual([b.xyxy for b in results[0].boxes], [(1, 2, 30, 40)])
+
     def test_stop_training_from_a_callback(self):
         def stop_first_epoch(ev):
             if ev.epoch == 0:
@@ -311,6 +330,47 @@ class ServerTest(unittest.TestCase):
         with self.assertRaises(yolohook.YolohookError) as e:
             self.client.add_callback("on_fit_epoch_end", print, jobs="job-none", observe=True)
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+
+
+class RestartTest(unittest.TestCase):
+    """The stream survives a server restart: a resumed training job's events arrive once each."""
+
+    def setUp(self):
+        self.server = Yolohookd()
+        self.errors = []
+        self.client = yolohook.Client(self.server.address, on_error=self.errors.append,
+                                      reconnect_initial_backoff=0.05, reconnect_max_backoff=0.5)
+
+    def tearDown(self):
+        self.client.close()
+        self.server.stop()
+
+    def test_observers_resume_after_a_server_restart(self):
+        by_label = []
+        first_epoch = threading.Event()
+
+        def on_label(ev):
+            by_label.append(ev.seq)
+            if ev.name == "on_fit_epoch_end":
+                first_epoch.set()
+
+        labels = {"test": "restart"}
+        self.client.add_callback(None, on_label, labels=labels, observe=True)
+        job = self.client.train(labels=labels, **tiny_train_args(self.server.data, 2))
+        by_job = []
+        sub = self.client.add_callback(None, lambda ev: by_job.append(ev.seq), jobs=job,
+                                       observe=True, from_seq=1)
+        self.assertTrue(first_epoch.wait(WAIT))
+        self.server.restart()  # the job is interrupted and resumes from last.pt
+        self.assertTrue(sub.wait(WAIT))
+        job.wait(WAIT)
+        self.assertEqual(job.state, "succeeded", job.error)
+        self.assertEqual(by_job, list(range(1, job.last_seq + 1)))
+        deadline = time.monotonic() + WAIT
+        while len(by_label) < job.last_seq and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(by_label, list(range(1, job.last_seq + 1)))
+        self.assertTrue(any("reconnecting" in str(e) for e in self.errors), self.errors)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import zlib
 
 
@@ -83,29 +84,61 @@ class Yolohookd:
     def __init__(self, *flags):
         self.dir = tempfile.mkdtemp(prefix="yolohook_py_")
         self.data = make_tiny_shapes(os.path.join(self.dir, "shapes"))
-        self._log = open(os.path.join(self.dir, "yolohookd.log"), "w")
+        self._flags = list(flags)
+        self._log = open(os.path.join(self.dir, "yolohookd.log"), "a")
+        self._start("127.0.0.1:0")
+
+    def _start(self, listen):
+        self._reader = None
         self.process = subprocess.Popen(
-            [os.environ["YOLOHOOKD"], "--listen=127.0.0.1:0",
-             "--data_dir=" + os.path.join(self.dir, "data"), "--threads=2"] + list(flags),
+            [os.environ["YOLOHOOKD"], "--listen=" + listen,
+             "--data_dir=" + os.path.join(self.dir, "data"), "--threads=2"] + self._flags,
             stdout=subprocess.PIPE, stderr=self._log, text=True)
-        line = self.process.stdout.readline()  # "yolohookd VERSION listening on ADDRESS"
-        if " listening on " not in line:
+        # "yolohookd VERSION listening on ADDRESS", after any job's lines (a
+        # restarted server resumes interrupted jobs first).
+        lines = []
+        for line in self.process.stdout:
+            lines.append(line)
+            if " listening on " in line:
+                self.address = line.rsplit(" ", 1)[1].strip()
+                break
+        else:
+            log = self.log()
             self.stop()
-            raise RuntimeError("yolohookd did not start: %r; log: %s" % (line, self.log()))
-        self.address = line.rsplit(" ", 1)[1].strip()
+            raise RuntimeError("yolohookd did not start: %r; log: %s" % (lines, log))
+        # Jobs print progress on stdout: keep reading it so that it never fills.
+        self._reader = threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
+
+    def _drain(self, stdout):
+        for line in stdout:
+            self._log.write(line)
+            self._log.flush()
 
     def log(self):
         with open(os.path.join(self.dir, "yolohookd.log")) as f:
             return f.read()
 
-    def stop(self):
+    def _terminate(self):
+        """SIGTERM (the server drains), then waits for the process."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
         self.process.stdout.close()
+
+    def restart(self):
+        """Drains and stops the server, then starts it again on the same address and data."""
+        self._terminate()
+        self._start(self.address)
+
+    def stop(self):
+        self._terminate()
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -106,6 +106,7 @@ struct RoundTrip {
   std::string event_name;
   EventContext* ctx = nullptr;
   absl::Time sent;           // bus clock
+  absl::Time real_sent;      // real clock, for the round trip's duration
   absl::Time deadline;       // bus clock
   absl::Time real_deadline;  // real clock, for the wait
   bool extended = false;
@@ -350,6 +351,9 @@ class StreamImpl : public Stream,
   absl::Status Subscribe(const v1::Subscribe& request) override;
   absl::Status Unsubscribe(const std::string& subscription_id) override;
   v1::ReplyResult Reply(const v1::Reply& reply) override;
+  // Reply without the round-trip notification; sets *round_trip when the
+  // reply ended a round trip.
+  v1::ReplyResult ReplyOnce(const v1::Reply& reply, absl::Duration* round_trip);
   v1::ReplyResult ExtendDeadline(const v1::ExtendDeadline& request) override;
   std::shared_ptr<const v1::ServerMessage> Next() override;
   void Close() override;
@@ -610,6 +614,16 @@ absl::Status StreamImpl::Unsubscribe(const std::string& subscription_id) {
 }
 
 v1::ReplyResult StreamImpl::Reply(const v1::Reply& reply) {
+  absl::Duration round_trip = -absl::InfiniteDuration();
+  v1::ReplyResult result = ReplyOnce(reply, &round_trip);
+  if (round_trip >= absl::ZeroDuration() && bus_->options_.on_round_trip) {
+    bus_->options_.on_round_trip(round_trip);
+  }
+  return result;
+}
+
+v1::ReplyResult StreamImpl::ReplyOnce(const v1::Reply& reply,
+                                      absl::Duration* round_trip) {
   v1::ReplyResult result;
   result.set_subscription_id(reply.subscription_id());
   result.set_job_id(reply.job_id());
@@ -635,12 +649,14 @@ v1::ReplyResult StreamImpl::Reply(const v1::Reply& reply) {
   // A rejected reply ends the round trip too, without changes: the failure
   // mode is for silence (timeouts, disconnects), not for a wrong answer.
   trip->state = RoundTrip::State::kReplied;
+  *round_trip = absl::Now() - trip->real_sent;
   it->second->pending.erase({reply.job_id(), reply.seq()});
   bus_->cv_.SignalAll();
   for (int i = 0; i < reply.mutations_size(); ++i) {
     absl::Status status = ValidateMutation(reply.mutations(i), *trip->ctx);
     if (!status.ok()) {
       ++bus_->stats_.replies_rejected;
+      ++bus_->stats_.mutations_rejected;
       result.set_reason(absl::StrCat("mutation ", i, ": ", status.message()));
       return result;
     }
@@ -774,6 +790,7 @@ std::shared_ptr<const v1::ServerMessage> StreamImpl::Next() {
       std::shared_ptr<Subscription> sub = order_[at];
       out = NextOf(sub, notify);
       if (out != nullptr) rr_ = at + 1;
+      if (out != nullptr && out->has_event()) ++bus_->stats_.events_sent;
     }
     // Ended subscriptions whose last message went out leave the stream.
     order_.erase(std::remove_if(order_.begin(), order_.end(),
@@ -897,7 +914,8 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
     trip.ctx = &ctx;
     trip.sent = b.options_.now();
     trip.deadline = trip.sent + sub->reply_timeout;
-    trip.real_deadline = absl::Now() + sub->reply_timeout;
+    trip.real_sent = absl::Now();
+    trip.real_deadline = trip.real_sent + sub->reply_timeout;
     *event->mutable_deadline() = ToTimestamp(trip.deadline);
     NotifyList notify;
     bool timed_out = false;
@@ -1071,7 +1089,12 @@ void EventBus::Shutdown() {
 
 BusStats EventBus::stats() const {
   absl::MutexLock lock(&impl_->mu_);
-  return impl_->stats_;
+  BusStats stats = impl_->stats_;
+  for (const auto& sub : impl_->subs_) {
+    ++(sub->intercept ? stats.intercept_subscriptions
+                      : stats.observer_subscriptions);
+  }
+  return stats;
 }
 
 }  // namespace yolohook::events

@@ -103,12 +103,17 @@ class Stream {
 
 // Counters for metrics and tests.
 struct BusStats {
-  int64_t events_published = 0;  // events sequenced
-  int64_t messages_queued = 0;   // events queued to subscriptions
-  int64_t replies_applied = 0;   // replies whose mutations applied
-  int64_t replies_rejected = 0;  // invalid mutations, spurious replies
-  int64_t reply_timeouts = 0;    // interceptors that missed a deadline
-  int64_t lagging_ended = 0;     // subscriptions ended for lagging
+  int64_t events_published = 0;    // events sequenced
+  int64_t messages_queued = 0;     // events queued to subscriptions
+  int64_t events_sent = 0;         // events handed to transports by Next()
+  int64_t replies_applied = 0;     // replies whose mutations applied
+  int64_t replies_rejected = 0;    // invalid mutations, spurious replies
+  int64_t mutations_rejected = 0;  // replies rejected for invalid mutations
+  int64_t reply_timeouts = 0;      // interceptors that missed a deadline
+  int64_t lagging_ended = 0;       // subscriptions ended for lagging
+  // Active now (gauges, not counters).
+  int64_t observer_subscriptions = 0;
+  int64_t intercept_subscriptions = 0;
 };
 
 // Sequences each job's events, retains them (in memory, and through an
@@ -149,6 +154,10 @@ class EventBus {
     std::function<std::string(const FrameView&)> encode_jpeg;
     // The clock for deadlines (tests inject a fake). Null: the real clock.
     std::function<absl::Time()> now;
+    // Told, for each reply that ends a round trip, the real time from
+    // queueing the event for the interceptor to its reply (metrics). Called
+    // on the replying thread without bus locks; must be cheap. May be null.
+    std::function<void(absl::Duration)> on_round_trip;
   };
 
   explicit EventBus(Options options);

@@ -316,6 +316,28 @@ absl::StatusOr<ListPage> JobStore::List(const ListQuery& query) {
   return page;
 }
 
+absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {
+  absl::MutexLock lock(&mu_);
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state",
+                         -1, &raw, nullptr) != SQLITE_OK) {
+    return SqlError("count jobs by state");
+  }
+  OwnedStmt stmt(raw);
+  std::map<JobState, int64_t> counts;
+  int rc;
+  while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+    const int state = sqlite3_column_int(raw, 0);
+    if (state < static_cast<int>(JobState::kQueued) ||
+        state > static_cast<int>(JobState::kInterrupted)) {
+      continue;
+    }
+    counts[static_cast<JobState>(state)] = sqlite3_column_int64(raw, 1);
+  }
+  if (rc != SQLITE_DONE) return SqlError("count jobs by state");
+  return counts;
+}
+
 absl::StatusOr<std::vector<JobRecord>> JobStore::MarkRunningInterrupted(
     absl::Time now) {
   absl::MutexLock lock(&mu_);

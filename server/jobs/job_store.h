@@ -70,6 +70,11 @@ class JobStore : public events::EventLog {
   absl::StatusOr<ListPage> List(const ListQuery& query)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // How many jobs are in each state (states without jobs are absent).
+  // Errors: INTERNAL on a database error.
+  absl::StatusOr<std::map<JobState, int64_t>> CountByState()
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // The jobs that were QUEUED or RUNNING (the server stopped under them)
   // become INTERRUPTED with error "server restarted" and end time `now`; they
   // are returned, oldest first, in their new state.

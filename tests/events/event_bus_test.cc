@@ -3,6 +3,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -356,6 +357,59 @@ TEST_F(EventBusTest, InterceptorReplyStopsTraining) {
   EXPECT_TRUE(job.state.stop);
   EXPECT_FALSE(job.ctx.fail_reason.has_value());
   EXPECT_EQ(bus.stats().replies_applied, 1);
+}
+
+TEST_F(EventBusTest, StatsCountSentEventsRejectedMutationsAndRoundTrips) {
+  EventBus::Options options = Opts();
+  absl::Mutex mu;
+  std::vector<absl::Duration> round_trips;
+  options.on_round_trip = [&](absl::Duration d) {
+    absl::MutexLock lock(&mu);
+    round_trips.push_back(d);
+  };
+  EventBus bus(options);
+  bus.StartJob("a", {}, {});
+  Client interceptor(bus);
+  Client observer(bus);
+  ASSERT_TRUE(
+      interceptor.stream().Subscribe(Intercept("i", absl::Seconds(30))).ok());
+  ASSERT_TRUE(observer.stream().Subscribe(Sub("o", {"a"})).ok());
+  EXPECT_EQ(bus.stats().intercept_subscriptions, 1);
+  EXPECT_EQ(bus.stats().observer_subscriptions, 1);
+  EXPECT_EQ(bus.stats().events_sent, 0);
+
+  TrainerJob job;
+  std::thread t([&] { bus.Publish("a", job.ctx); });
+  const v1::Event first = interceptor.AwaitEvent();
+  // Not finite: rejected, and the round trip ends.
+  EXPECT_FALSE(
+      interceptor.stream()
+          .Reply(ReplyTo(first, {Log("x", std::numeric_limits<double>::infinity())}))
+          .applied());
+  t.join();
+  std::thread t2([&] { bus.Publish("a", job.ctx); });
+  const v1::Event second = interceptor.AwaitEvent();
+  EXPECT_TRUE(interceptor.stream().Reply(ReplyTo(second, {Stop()})).applied());
+  t2.join();
+  // A spurious reply is rejected but is no round trip and no bad mutation.
+  EXPECT_FALSE(interceptor.stream().Reply(ReplyTo(second, {})).applied());
+  observer.AwaitEvent();
+  observer.AwaitEvent();
+
+  BusStats stats = bus.stats();
+  EXPECT_EQ(stats.events_sent, 4);  // two to the interceptor, two observed
+  EXPECT_EQ(stats.replies_applied, 1);
+  EXPECT_EQ(stats.replies_rejected, 2);
+  EXPECT_EQ(stats.mutations_rejected, 1);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(round_trips.size(), 2u);
+    for (absl::Duration d : round_trips) EXPECT_GE(d, absl::ZeroDuration());
+  }
+  ASSERT_TRUE(observer.stream().Unsubscribe("o").ok());
+  EXPECT_EQ(bus.stats().observer_subscriptions, 0);
+  interceptor.stream().Close();
+  EXPECT_EQ(bus.stats().intercept_subscriptions, 0);
 }
 
 TEST_F(EventBusTest, InterceptorReplacesResults) {

@@ -1,6 +1,7 @@
 #include "server/jobs/job_store.h"
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -359,6 +360,20 @@ TEST(JobStoreTest, MarkRunningInterruptedReturnsUnfinishedJobs) {
   EXPECT_EQ(store->Get("job-s")->state, JobState::kSucceeded);
   EXPECT_EQ(store->Get("job-c")->state, JobState::kCancelled);
   EXPECT_THAT(*store->MarkRunningInterrupted(now), IsEmpty());
+}
+
+TEST(JobStoreTest, CountByStateCountsEveryStoredJob) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  EXPECT_THAT(*store->CountByState(), IsEmpty());
+  ASSERT_TRUE(store->Put(MakeJob("job-a", 1, JobState::kQueued)).ok());
+  ASSERT_TRUE(store->Put(MakeJob("job-b", 2, JobState::kSucceeded)).ok());
+  ASSERT_TRUE(store->Put(MakeJob("job-c", 3, JobState::kSucceeded)).ok());
+  ASSERT_TRUE(store->Put(MakeJob("job-a", 1, JobState::kRunning)).ok());
+  absl::StatusOr<std::map<JobState, int64_t>> counts = store->CountByState();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, (std::map<JobState, int64_t>{{JobState::kRunning, 1},
+                                                  {JobState::kSucceeded, 2}}));
 }
 
 TEST(JobStoreTest, CorruptFileGivesClearError) {

@@ -39,6 +39,10 @@ ABSL_FLAG(int, queue_limit, 1024,
           "events queued per subscription before it is ended as lagging");
 ABSL_FLAG(int, max_message_mb, 64,
           "largest gRPC message accepted (inline images), MiB");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "address serving Prometheus metrics at GET /metrics over plain "
+          "HTTP, without authentication (host:port, e.g. 127.0.0.1:9464; "
+          "empty: off)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -73,6 +77,7 @@ int main(int argc, char** argv) {
       static_cast<size_t>(std::max(absl::GetFlag(FLAGS_queue_limit), 1));
   options.max_message_bytes = std::max(absl::GetFlag(FLAGS_max_message_mb), 1)
                               << 20;
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   auto server = yolohook::service::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "yolohookd: %s\n",
@@ -81,6 +86,12 @@ int main(int argc, char** argv) {
   }
   std::printf("yolohookd %s listening on %s\n", yolohook::kVersion,
               (*server)->address().c_str());
+  if ((*server)->metrics_port() != 0) {
+    const std::string& listen = options.metrics_listen;
+    std::printf("yolohookd: metrics on http://%s:%d/metrics\n",
+                listen.substr(0, listen.rfind(':')).c_str(),
+                (*server)->metrics_port());
+  }
   std::fflush(stdout);
 
   std::thread waiter([&signals, &server] {

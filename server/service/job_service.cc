@@ -73,9 +73,10 @@ class PredictStreamReactor final
     : public grpc::ServerBidiReactor<v1::Frame, v1::FrameResult> {
  public:
   PredictStreamReactor(grpc::CallbackServerContext* context,
-                       jobs::JobManager* manager)
+                       jobs::JobManager* manager, ServerMetrics* metrics)
       : context_(context),
         manager_(manager),
+        metrics_(metrics),
         state_(std::make_shared<State>()) {
     ReadNext();
   }
@@ -102,7 +103,7 @@ class PredictStreamReactor final
       engine::InputImage image{
           frame_.image().name(),
           std::move(*frame_.mutable_image()->mutable_data())};
-      state_->frames.push_back({frame_.index(), std::move(image)});
+      state_->frames.push_back({frame_.index(), std::move(image), absl::Now()});
       more = state_->frames.size() < kFramesAhead;
       reading_paused_ = !more;
     }
@@ -151,6 +152,7 @@ class PredictStreamReactor final
   struct Entry {
     int64_t index;  // Frame.index
     engine::InputImage image;
+    absl::Time received;  // for the frame's latency
   };
   // What the job's thread and JobManager::Cancel share with the reactor;
   // shared because Cancel may wake the stream after the call has ended.
@@ -190,6 +192,7 @@ class PredictStreamReactor final
       FinishOnce(ToGrpcStatus(job.status()));
       return false;
     }
+    if (metrics_ != nullptr) metrics_->JobSubmitted(Mode::kPredict);
     bool gone;
     {
       absl::MutexLock lock(&state_->mu);
@@ -216,6 +219,7 @@ class PredictStreamReactor final
       Entry& entry = state_->frames.front();
       *frame = std::move(entry.image);
       indices_.push_back(entry.index);
+      received_.push_back(entry.received);
       state_->frames.pop_front();
       if (reading_paused_ && !state_->input_closed) {
         reading_paused_ = false;
@@ -239,6 +243,12 @@ class PredictStreamReactor final
           this));
       const int64_t index = indices_.empty() ? -1 : indices_.front();
       if (!indices_.empty()) indices_.pop_front();
+      if (!received_.empty()) {
+        if (metrics_ != nullptr) {
+          metrics_->FrameDone(absl::Now() - received_.front());
+        }
+        received_.pop_front();
+      }
       if (client_gone_) return;
       v1::FrameResult& out = writes_.emplace_back();
       out.set_job_id(job_id_);
@@ -310,12 +320,15 @@ class PredictStreamReactor final
 
   grpc::CallbackServerContext* const context_;
   jobs::JobManager* const manager_;
+  ServerMetrics* const metrics_;  // may be null
   const std::shared_ptr<State> state_;
   v1::Frame frame_;                                 // the read in flight
   std::string job_id_ ABSL_GUARDED_BY(state_->mu);  // "" until the first frame
   bool job_starting_ ABSL_GUARDED_BY(state_->mu) = false;  // in RunStream
   std::deque<int64_t> indices_
       ABSL_GUARDED_BY(state_->mu);  // frames predicted, result not yet out
+  std::deque<absl::Time> received_
+      ABSL_GUARDED_BY(state_->mu);  // when each of indices_ arrived
   bool reading_paused_ ABSL_GUARDED_BY(state_->mu) = false;
   std::deque<v1::FrameResult> writes_
       ABSL_GUARDED_BY(state_->mu);  // front: being written
@@ -339,7 +352,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(
   absl::StatusOr<jobs::JobRecord> job =
       manager_->Submit(*mode, ToMap(request->args()), ToMap(request->labels()),
                        ToImages(request->images()));
-  if (job.ok()) *response = jobs::ToProto(*job);
+  if (job.ok()) {
+    *response = jobs::ToProto(*job);
+    if (metrics_ != nullptr) metrics_->JobSubmitted(*mode);
+  }
   return Answer(context, job.status());
 }
 
@@ -391,31 +407,40 @@ grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
         "PredictRequest.images is empty: send at least one image"));
     return reactor;
   }
-  // The job runs on a manager thread; the reactor finishes from there.
+  // The job runs on a manager thread; the reactor finishes from there. The
+  // job counts as submitted when it ends (done is called exactly once for a
+  // started job), so the count has moved by the time the caller has its
+  // answer.
+  const absl::Time start = absl::Now();
+  auto on_done = [reactor, response, start,
+                  metrics = metrics_](absl::StatusOr<jobs::JobRecord> done) {
+    if (metrics != nullptr) {
+      metrics->JobSubmitted(Mode::kPredict);
+      metrics->PredictDone(absl::Now() - start);
+    }
+    if (!done.ok()) {
+      reactor->Finish(ToGrpcStatus(done.status()));
+      return;
+    }
+    if (done->state != jobs::JobState::kSucceeded) {
+      reactor->Finish(PredictStatus(*done));
+      return;
+    }
+    response->set_job_id(done->id);
+    for (const Result& r : done->results)
+      *response->add_results() = events::ToWire(r);
+    reactor->Finish(grpc::Status::OK);
+  };
   absl::StatusOr<jobs::JobRecord> started = manager_->RunNow(
       Mode::kPredict, ToMap(request->args()), ToMap(request->labels()),
-      ToImages(request->images()),
-      [reactor, response](absl::StatusOr<jobs::JobRecord> done) {
-        if (!done.ok()) {
-          reactor->Finish(ToGrpcStatus(done.status()));
-          return;
-        }
-        if (done->state != jobs::JobState::kSucceeded) {
-          reactor->Finish(PredictStatus(*done));
-          return;
-        }
-        response->set_job_id(done->id);
-        for (const Result& r : done->results)
-          *response->add_results() = events::ToWire(r);
-        reactor->Finish(grpc::Status::OK);
-      });
+      ToImages(request->images()), std::move(on_done));
   if (!started.ok()) reactor->Finish(ToGrpcStatus(started.status()));
   return reactor;
 }
 
 grpc::ServerBidiReactor<v1::Frame, v1::FrameResult>*
 PredictServiceImpl::PredictStream(grpc::CallbackServerContext* context) {
-  return new PredictStreamReactor(context, manager_);
+  return new PredictStreamReactor(context, manager_, metrics_);
 }
 
 }  // namespace yolohook::service

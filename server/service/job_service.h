@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "server/jobs/job_manager.h"
+#include "server/service/server_metrics.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
 
@@ -14,7 +15,9 @@ namespace yolohook::service {
 // answers on the reactor thread. Thread-safe; the manager must outlive it.
 class JobServiceImpl final : public v1::JobService::CallbackApi {
  public:
-  explicit JobServiceImpl(jobs::JobManager* manager) : manager_(manager) {}
+  // `metrics` may be null (nothing recorded).
+  JobServiceImpl(jobs::JobManager* manager, ServerMetrics* metrics = nullptr)
+      : manager_(manager), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
                                       const v1::SubmitJobRequest* request,
@@ -31,6 +34,7 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
 
  private:
   jobs::JobManager* manager_;
+  ServerMetrics* metrics_;
 };
 
 // Synchronous prediction: runs a predict job outside the queue on a job
@@ -41,10 +45,13 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
 // frame's callbacks have run. The stream ends with the job: OK after the
 // client half-closes and the last result is written; CANCELLED when the
 // client cancels or the job is cancelled; ABORTED with the job's error.
-// Thread-safe; the manager must outlive it.
+// Thread-safe; the manager (and metrics) must outlive it.
 class PredictServiceImpl final : public v1::PredictService::CallbackApi {
  public:
-  explicit PredictServiceImpl(jobs::JobManager* manager) : manager_(manager) {}
+  // `metrics` may be null (nothing recorded).
+  PredictServiceImpl(jobs::JobManager* manager,
+                     ServerMetrics* metrics = nullptr)
+      : manager_(manager), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
                                     const v1::PredictRequest* request,
@@ -54,6 +61,7 @@ class PredictServiceImpl final : public v1::PredictService::CallbackApi {
 
  private:
   jobs::JobManager* manager_;
+  ServerMetrics* metrics_;
 };
 
 }  // namespace yolohook::service

@@ -47,6 +47,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   }
   YH_ASSIGN_OR_RETURN(s->store_,
                       jobs::JobStore::Open(options.data_dir + "/yolohook.db"));
+  s->registry_ = std::make_unique<monitoring::Registry>();
+  s->server_metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
+  ServerMetrics* metrics = s->server_metrics_.get();
 
   events::EventBus::Options bus;
   bus.queue_limit = options.queue_limit;
@@ -54,7 +57,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   bus.max_reply_timeout = options.max_reply_timeout;
   bus.log = s->store_.get();
   bus.encode_jpeg = EncodeJpeg;
+  bus.on_round_trip = [metrics](absl::Duration d) { metrics->RoundTrip(d); };
   s->bus_ = std::make_unique<events::EventBus>(bus);
+  metrics->Watch(s->bus_.get(), s->store_.get());
 
   jobs::Runner* runner = options.runner;
   if (runner == nullptr) {
@@ -77,9 +82,31 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
       s->manager_,
       jobs::JobManager::Create(mo, s->store_.get(), runner, s->bus_.get()));
 
-  s->services_.push_back(std::make_unique<JobServiceImpl>(s->manager_.get()));
   s->services_.push_back(
-      std::make_unique<PredictServiceImpl>(s->manager_.get()));
+      std::make_unique<JobServiceImpl>(s->manager_.get(), metrics));
+  s->services_.push_back(
+      std::make_unique<PredictServiceImpl>(s->manager_.get(), metrics));
+
+  if (!options.metrics_listen.empty()) {
+    http::Server::Options http_options;
+    http_options.listen = options.metrics_listen;
+    // Scrapers are few; a handful of connections is plenty.
+    http_options.max_connections = 16;
+    s->http_ = std::make_unique<http::Server>(http_options);
+    monitoring::Registry* registry = s->registry_.get();
+    s->http_->Handle("GET", "/metrics", [registry](const http::Request&) {
+      http::Response response;
+      response.content_type = std::string(monitoring::Registry::kContentType);
+      response.body = registry->Render();
+      return response;
+    });
+    absl::Status started = s->http_->Start();
+    if (!started.ok()) {
+      s->manager_->Shutdown(/*checkpoint=*/true);
+      return absl::Status(started.code(), absl::StrCat("--metrics_listen: ",
+                                                       started.message()));
+    }
+  }
   s->services_.push_back(std::make_unique<CallbackServiceImpl>(s->bus_.get()));
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -93,6 +120,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     s->manager_->Shutdown(/*checkpoint=*/true);
+    if (s->http_ != nullptr) s->http_->Shutdown();
     return absl::UnavailableError(
         absl::StrCat("cannot listen on --listen=", options.listen));
   }
@@ -120,6 +148,7 @@ void Server::Shutdown(absl::Duration grace) {
   if (server_ != nullptr)
     server_->Shutdown(std::chrono::system_clock::now() +
                       absl::ToChronoSeconds(grace));
+  if (http_ != nullptr) http_->Shutdown();
 }
 
 void Server::Wait() {

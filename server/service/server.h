@@ -1,5 +1,6 @@
-// The yolohookd server, wired: job store, event bus, job manager and the gRPC
-// services (jobs, callbacks, predict, health, reflection). Used by
+// The yolohookd server, wired: job store, event bus, job manager, the gRPC
+// services (jobs, callbacks, predict, health, reflection) and, optionally,
+// Prometheus metrics over HTTP. Used by
 // server/main.cc and by tests, which start it in-process on a free port.
 #ifndef YOLOHOOK_SERVER_SERVICE_SERVER_H_
 #define YOLOHOOK_SERVER_SERVICE_SERVER_H_
@@ -12,8 +13,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/events/event_bus.h"
+#include "server/http/http_server.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_store.h"
+#include "server/monitoring/metrics.h"
+#include "server/service/server_metrics.h"
 
 namespace yolohook::service {
 
@@ -31,13 +35,18 @@ class Server {
         absl::Seconds(60);      // cap, extensions included
     size_t queue_limit = 1024;  // messages per subscription before LAGGING
     int max_message_bytes = 64 << 20;  // gRPC receive limit (inline images)
+    // host:port serving GET /metrics (Prometheus text format) over plain
+    // HTTP, without authentication; "" = off; port 0 picks a free one.
+    std::string metrics_listen;
     // Runs jobs; null: the YOLO engine. Tests pass a fake. Must outlive the
     // server.
     jobs::Runner* runner = nullptr;
   };
 
   // Opens the store under data_dir, recovers interrupted jobs, and starts
-  // serving. Errors: the store's; UNAVAILABLE when the address cannot be bound.
+  // serving. Errors: the store's; UNAVAILABLE when the address (or
+  // metrics_listen) cannot be bound; INVALID_ARGUMENT for a malformed
+  // metrics_listen.
   static absl::StatusOr<std::unique_ptr<Server>> Start(Options options);
   ~Server();
 
@@ -46,6 +55,10 @@ class Server {
   std::string address() const;
   jobs::JobManager& manager() { return *manager_; }
   events::EventBus& bus() { return *bus_; }
+  // The server's metrics, as GET /metrics renders them.
+  monitoring::Registry& metrics() { return *registry_; }
+  // The port serving /metrics; 0 when metrics_listen is "".
+  int metrics_port() const { return http_ == nullptr ? 0 : http_->port(); }
 
   // Drains: health reports NOT_SERVING, queued jobs are interrupted, running
   // ones stop at their next batch (train jobs keep last.pt from the last
@@ -59,12 +72,16 @@ class Server {
   Server() = default;
 
   Options options_;
+  // Declared first: collectors read the bus and store until http_ stops.
+  std::unique_ptr<monitoring::Registry> registry_;
+  std::unique_ptr<ServerMetrics> server_metrics_;
   std::unique_ptr<jobs::JobStore> store_;
   std::unique_ptr<events::EventBus> bus_;
   std::unique_ptr<jobs::Runner> owned_runner_;
   std::unique_ptr<jobs::JobManager> manager_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<http::Server> http_;  // /metrics; null when off
   int port_ = 0;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -159,6 +159,39 @@ TEST(ManifestsTest, PortsProbesAndPathsAgree) {
   }
 }
 
+TEST(ManifestsTest, MetricsPortIsExposedAndAnnotatedForPrometheus) {
+  const std::map<std::string, std::string> flags = Flags();
+  ASSERT_EQ(flags.count("metrics_listen"), 1u);
+  const std::string& listen = flags.at("metrics_listen");
+  const int port = PortOf(listen);
+  EXPECT_EQ(listen.substr(0, listen.rfind(':')), "0.0.0.0");
+  EXPECT_NE(port, PortOf(flags.at("listen")));
+
+  YAML::Node deployment = YAML::LoadFile(K8s("deployment.yaml"));
+  int container_port = 0;
+  for (const YAML::Node& p : Container(deployment)["ports"]) {
+    if (p["name"].as<std::string>("") == "metrics")
+      container_port = p["containerPort"].as<int>();
+  }
+  EXPECT_EQ(container_port, port);
+  YAML::Node annotations =
+      deployment["spec"]["template"]["metadata"]["annotations"];
+  EXPECT_EQ(annotations["prometheus.io/scrape"].as<std::string>(""), "true");
+  EXPECT_EQ(annotations["prometheus.io/port"].as<std::string>(""),
+            std::to_string(port));
+  EXPECT_EQ(annotations["prometheus.io/path"].as<std::string>(""), "/metrics");
+
+  const std::string dockerfile =
+      ReadFile(absl::StrCat(YOLOHOOK_DEPLOY_DIR, "/Dockerfile"));
+  bool exposed = false;
+  for (absl::string_view line : absl::StrSplit(dockerfile, '\n')) {
+    if (!absl::ConsumePrefix(&line, "EXPOSE ")) continue;
+    for (absl::string_view p : absl::StrSplit(line, ' ', absl::SkipEmpty()))
+      exposed |= p == std::to_string(port);
+  }
+  EXPECT_TRUE(exposed) << "the Dockerfile does not EXPOSE " << port;
+}
+
 TEST(ManifestsTest, DockerfileServesWhatTheManifestsExpect) {
   const std::string dockerfile =
       ReadFile(absl::StrCat(YOLOHOOK_DEPLOY_DIR, "/Dockerfile"));

@@ -27,6 +27,16 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
+// The number of PredictStream frames the server's latency histogram counted.
+int64_t FramesTimed(Server& server) {
+  const std::string prefix =
+      "yolohook_predict_latency_seconds_count{rpc=\"PredictStream\"} ";
+  const std::string text = server.metrics().Render();
+  size_t at = text.find(prefix);
+  if (at == std::string::npos) return -1;
+  return std::stoll(text.substr(at + prefix.size()));
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -152,6 +162,7 @@ TEST_F(PredictStreamTest, ResultsFollowFrameOrderWithInterceptorsApplied) {
   });
 
   const int kFrames = 12;  // more than the read-ahead bound
+  const int64_t timed_before = FramesTimed(*server_);
   grpc::ClientContext context;
   auto stream = predict_->PredictStream(&context);
   // Write every frame before reading any result: the server must keep
@@ -184,6 +195,7 @@ TEST_F(PredictStreamTest, ResultsFollowFrameOrderWithInterceptorsApplied) {
   EXPECT_EQ(job->state, jobs::JobState::kSucceeded);
   EXPECT_EQ(job->labels.at("stream"), "tagged");
   EXPECT_TRUE(job->results.empty());  // a stream's results are not stored
+  EXPECT_EQ(FramesTimed(*server_) - timed_before, kFrames);
 }
 
 TEST_F(PredictStreamTest, EmptyStreamEndsWithoutAJob) {

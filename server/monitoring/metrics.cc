@@ -93,7 +93,10 @@ std::string FormatValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
   char buffer[64];
-  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  // %g-style (as Go's client writes bucket bounds, so le="0.0005" matches
+  // across exporters), with the fewest digits that read back exactly.
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value,
+                                 std::chars_format::general);
   if (ec != std::errc()) return absl::StrCat(value);
   return std::string(buffer, end);
 }

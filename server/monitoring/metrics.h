@@ -183,8 +183,9 @@ class Registry {
       ABSL_GUARDED_BY(mu_);
 };
 
-// Formats a sample value as the exposition format wants it: the shortest
-// text that reads back as the same double; "+Inf", "-Inf", "NaN".
+// Formats a sample value as the exposition format wants it, as Prometheus'
+// Go client does: %g style with the fewest digits that read back as the same
+// double ("0.0005", "12", "1e-07", "1.5e+09"); "+Inf", "-Inf", "NaN".
 std::string FormatValue(double value);
 // Escapes a label value (backslash, double quote, newline).
 std::string EscapeLabelValue(absl::string_view value);

@@ -155,6 +155,9 @@ TEST(MetricsFormatTest, ValuesUseTheShortestExactText) {
   EXPECT_EQ(FormatValue(0.1), "0.1");
   EXPECT_EQ(FormatValue(3), "3");
   EXPECT_EQ(FormatValue(1e-7), "1e-07");
+  EXPECT_EQ(FormatValue(0.0005), "0.0005");  // not 5e-04: le labels match
+  EXPECT_EQ(FormatValue(1795822966.25), "1.79582296625e+09");  // as Go
+  EXPECT_EQ(FormatValue(1e21), "1e+21");
   EXPECT_EQ(FormatValue(std::numeric_limits<double>::infinity()), "+Inf");
   EXPECT_EQ(FormatValue(-std::numeric_limits<double>::infinity()), "-Inf");
   EXPECT_EQ(FormatValue(std::numeric_limits<double>::quiet_NaN()), "NaN");

@@ -733,6 +733,8 @@ std::shared_ptr<const Server::Route> Server::FindRoute(
                                  : path == route->path;
     if (!matches) continue;
     methods.push_back(route->method);
+    // HEAD is answered by plain GET handlers, not by streaming ones.
+    if (route->method == "GET" && route->handler) methods.push_back("HEAD");
     bool method_ok =
         route->method == method ||
         (method == "HEAD" && route->method == "GET" && route->handler);
@@ -742,10 +744,6 @@ std::shared_ptr<const Server::Route> Server::FindRoute(
   if (methods.empty()) {
     *status = 404;
     return nullptr;
-  }
-  if (std::find(methods.begin(), methods.end(), "GET") != methods.end() &&
-      std::find(methods.begin(), methods.end(), "HEAD") == methods.end()) {
-    methods.push_back("HEAD");
   }
   std::sort(methods.begin(), methods.end());
   methods.erase(std::unique(methods.begin(), methods.end()), methods.end());

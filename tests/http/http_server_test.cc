@@ -195,6 +195,16 @@ TEST_F(HttpServerTest, IncompleteRequestTimesOutWith408) {
   EXPECT_TRUE(connection.ReadUntilClosed());
 }
 
+TEST_F(HttpServerTest, QuietKeepAliveConnectionsAreClosedAfterTheIdleTimeout) {
+  Server::Options options;
+  options.idle_timeout = absl::Milliseconds(200);
+  StartServer(options);
+  HttpConnection connection(server_->port());
+  ASSERT_TRUE(connection.Send("GET /hello HTTP/1.1\r\n\r\n"));
+  ASSERT_EQ(connection.Read().status, 200);
+  EXPECT_TRUE(connection.ReadUntilClosed());  // without sending anything
+}
+
 TEST_F(HttpServerTest, UnknownPathIs404) {
   StartServer();
   HttpResponse response = HttpGet(server_->port(), "/nothing");
@@ -260,6 +270,18 @@ TEST_F(HttpServerTest, StreamingHandlerSeesClosedAfterTheClientDisconnects) {
   EXPECT_EQ(connection.buffer().find("Content-Length"), std::string::npos);
   connection.Close();
   EXPECT_TRUE(saw_closed.WaitForNotificationWithTimeout(absl::Seconds(30)));
+}
+
+TEST_F(HttpServerTest, StreamingRoutesDoNotAnswerHead) {
+  Server server({});
+  server.HandleStream("GET", "/events",
+                      [](const Request&, StreamWriter& w) { w.Write("x"); });
+  ASSERT_TRUE(server.Start().ok());
+  HttpConnection connection(server.port());
+  ASSERT_TRUE(connection.Send("HEAD /events HTTP/1.1\r\n\r\n"));
+  HttpResponse response = connection.Read(/*head_only=*/true);
+  EXPECT_EQ(response.status, 405);
+  EXPECT_EQ(response.Header("Allow"), "GET");
 }
 
 TEST_F(HttpServerTest, ShutdownEndsAnOpenStream) {

@@ -8,7 +8,7 @@
 
 const {test, before, after} = require('node:test');
 const assert = require('node:assert/strict');
-const {spawn} = require('node:child_process');
+const {spawn, spawnSync} = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -115,29 +115,40 @@ function expectedTrainEvents(epochs, trainBatches, valBatches) {
   return e;
 }
 
+// Starts `binary` on 127.0.0.1:0 with `flags`; resolves with the process and
+// the address it printed.
+async function startServer(binary, flags) {
+  const proc = spawn(binary, ['--listen=127.0.0.1:0', '--threads=2', ...flags], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const addr = await new Promise((resolve, reject) => {
+    lines(proc.stdout, (line) => {
+      const m = /listening on (\S+)/.exec(line);
+      if (m) resolve(m[1]);
+    });
+    proc.on('exit', (code) => reject(new Error(`yolohookd exited with ${code} before listening`)));
+  });
+  return {proc, address: addr};
+}
+
+async function stopServer(proc) {
+  if (proc.exitCode === null && proc.signalCode === null) {
+    proc.kill('SIGTERM');
+    await exited(proc);
+  }
+}
+
 before(async () => {
   const binary = process.env.YOLOHOOKD;
   assert.ok(binary && fs.existsSync(binary), `YOLOHOOKD must name the yolohookd binary (got "${binary}")`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'yolohook-node-'));
-  server = spawn(binary, ['--listen=127.0.0.1:0', `--data_dir=${dataDir}`, '--threads=2'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  address = await new Promise((resolve, reject) => {
-    lines(server.stdout, (line) => {
-      const m = /listening on (\S+)/.exec(line);
-      if (m) resolve(m[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`yolohookd exited with ${code} before listening`)));
-  });
+  ({proc: server, address} = await startServer(binary, [`--data_dir=${dataDir}`]));
   clients = connect(address);
 });
 
 after(async () => {
   if (clients) clients.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await exited(server);
-  }
+  if (server) await stopServer(server);
   if (dataDir) fs.rmSync(dataDir, {recursive: true, force: true});
 });
 
@@ -313,4 +324,61 @@ test('jobs followed by label resume after a broken stream without a gap', {timeo
   assert.equal(events.length, done.last_seq);
   assert.equal(events[0].event, 'on_predict_start');
   assert.equal(events[events.length - 1].event, 'on_predict_end');
+});
+
+// Bearer tokens: only against a yolohookd that has --token_file.
+const help = spawnSync(process.env.YOLOHOOKD || 'yolohookd', ['--help'], {encoding: 'utf8'});
+const hasAuth = /--token_file/.test(`${help.stdout}${help.stderr}`);
+
+test('the token is sent as a bearer token; without one the server refuses', {
+  timeout: 60000,
+  skip: hasAuth ? false : 'this yolohookd has no --token_file',
+}, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yolohook-node-auth-'));
+  const viewer = 'node-viewer-0123456789abcdef';
+  fs.writeFileSync(path.join(dir, 'tokens.csv'), `${viewer},node-test,viewer\n`);
+  fs.writeFileSync(path.join(dir, 'token'), `${viewer}\n`);
+  const secured = await startServer(process.env.YOLOHOOKD, [
+    `--data_dir=${path.join(dir, 'data')}`,
+    `--token_file=${path.join(dir, 'tokens.csv')}`,
+  ]);
+  try {
+    const run = (args, env, onStderr) => {
+      const child = spawn(process.execPath, [SUBSCRIBE, `--server=${secured.address}`, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {...process.env, YOLOHOOK_TOKEN: '', YOLOHOOK_TOKEN_FILE: '', ...env},
+      });
+      const err = [];
+      lines(child.stderr, (line) => {
+        err.push(line);
+        if (onStderr) onStderr(line, child);
+      });
+      child.stdout.resume();
+      return exited(child).then((code) => ({code, err}));
+    };
+    const stopOnSubscribed = (line, child) => {
+      if (line.includes('subscribed ')) child.kill('SIGINT');
+    };
+
+    const anonymous = await run([], {});
+    assert.equal(anonymous.code, 1, anonymous.err.join('\n'));
+    assert.ok(anonymous.err.some((l) => /token/.test(l)), anonymous.err.join('\n'));
+
+    const wrong = await run([], {YOLOHOOK_TOKEN: 'not-a-token'});
+    assert.equal(wrong.code, 1, wrong.err.join('\n'));
+
+    const byEnv = await run([], {YOLOHOOK_TOKEN: viewer}, stopOnSubscribed);
+    assert.equal(byEnv.code, 0, byEnv.err.join('\n'));
+    assert.ok(byEnv.err.some((l) => l.includes('subscribed ')), byEnv.err.join('\n'));
+
+    const byFile = await run([`--token_file=${path.join(dir, 'token')}`], {}, stopOnSubscribed);
+    assert.equal(byFile.code, 0, byFile.err.join('\n'));
+
+    // Intercepting needs more than a viewer may do.
+    const intercept = await run(['--intercept=circle'], {YOLOHOOK_TOKEN: viewer});
+    assert.equal(intercept.code, 1, intercept.err.join('\n'));
+  } finally {
+    await stopServer(secured.proc);
+    fs.rmSync(dir, {recursive: true, force: true});
+  }
 });

@@ -442,6 +442,7 @@ function parse(argv) {
   if (jobIds.length > 0 && Object.keys(labels).length > 0) {
     throw new Error('--job and --label select jobs differently: give one of them');
   }
+  if (!/^\S+:\d+$/.test(values.server)) throw new Error(`--server=${values.server}: expected HOST:PORT`);
   if (!/^\d+$/.test(values.from_seq)) throw new Error(`--from_seq=${values.from_seq}: expected a seq >= 0`);
   if (values.intercept === '') throw new Error('--intercept: expected a class name or id');
   if (Boolean(values.tls_cert) !== Boolean(values.tls_key)) {

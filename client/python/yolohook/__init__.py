@@ -9,7 +9,7 @@
 See client/python/README.md.
 """
 
-from yolohook.client import Client, Job, Results, Subscription, YolohookError
+from yolohook.client import Client, Job, Results, Subscription, Watch, YolohookError
 from yolohook.events import EVENT_NAMES, Box, Event, Result
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Result",
     "Results",
     "Subscription",
+    "Watch",
     "YolohookError",
 ]
 __version__ = "0.1.0"

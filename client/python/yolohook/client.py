@@ -212,6 +212,59 @@ class Subscription:
         self._client._unsubscribe(self._sub)
 
 
+class Watch:
+    """The events of a :meth:`Client.watch` subscription, in order; made subscribed.
+
+    Iterate it (``for ev in watch``); ``close()`` (or leaving a ``with``
+    block, or a ``for`` loop that breaks) unsubscribes. Iterating ends when
+    the selected jobs have all finished and every event was delivered; it
+    raises the error that ended the subscription otherwise.
+    """
+
+    def __init__(self, client, sub, items, timeout):
+        self._client = client
+        self._sub = sub
+        self._items = items
+        self._timeout = timeout
+        self._done = False
+        self.id = sub.id
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._items.get(timeout=self._timeout)
+        except queue.Empty:
+            raise TimeoutError("no event within %gs" % self._timeout) from None
+        if item is _END:
+            self.close()
+            if self._sub.end_error is not None:
+                raise self._sub.end_error
+            raise StopIteration
+        return item
+
+    def close(self):
+        """Unsubscribes; later iteration stops."""
+        if not self._done:
+            self._done = True
+            self._client._unsubscribe(self._sub)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+
 class _Sub:
     """A subscription across reconnects; fields below ``fn`` are guarded by Client._cond."""
 
@@ -448,14 +501,15 @@ class Client:
         subscription.remove()
 
     def watch(self, jobs=None, events=None, from_seq=None, labels=None, timeout=None):
-        """Yields each :class:`yolohook.Event` of the selected jobs as an observer.
+        """Subscribes now as an observer and returns a :class:`Watch`: an iterator of Events.
 
         ``jobs``: a Job, an id, a list of them, or None for every job (with
         ``labels``: the jobs carrying them). ``from_seq``: replay retained
         events from this seq on; the default is 1 (everything) when jobs are
-        named, new events only otherwise. Ends when the selected jobs have all
-        finished and their events were delivered; ``timeout`` (s) bounds the
-        wait for each event (TimeoutError). Leaving the loop unsubscribes.
+        named, new events only otherwise. The iteration ends when the selected
+        jobs have all finished and their events were delivered; ``timeout``
+        (s) bounds the wait for each event (TimeoutError). Leaving a ``for``
+        loop early, ``close()`` or a ``with`` block unsubscribes.
         """
         job_ids = _job_ids(jobs)
         if from_seq is None:
@@ -463,19 +517,7 @@ class Client:
         items = queue.Queue()
         sub = self._subscribe(_event_list(events), items.put, False, job_ids, labels, 0, None,
                               None, False, from_seq, lambda: items.put(_END))
-        try:
-            while True:
-                try:
-                    item = items.get(timeout=timeout)
-                except queue.Empty:
-                    raise TimeoutError("no event within %gs" % timeout) from None
-                if item is _END:
-                    if sub.end_error is not None:
-                        raise sub.end_error
-                    return
-                yield item
-        finally:
-            self._unsubscribe(sub)
+        return Watch(self, sub, items, timeout)
 
     def _subscribe(self, events, fn, intercept, job_ids, labels, priority, reply_timeout,
                    failure_mode, include_images, from_seq, on_end):
@@ -808,7 +850,7 @@ class Client:
                 # A job interrupted by a draining server ends its
                 # subscriptions too, but resumes under the same id when the
                 # server starts again: find out off the reader thread.
-                threading.Thread(target=self._check_interrupted, args=(sub, sub.wire_id),
+                threading.Thread(target=self._check_interrupted, args=(conn, sub, sub.wire_id),
                                  name="yolohook-check", daemon=True).start()
                 return
             if reason in (callbacks_pb2.END_REASON_JOBS_DONE, callbacks_pb2.END_REASON_UNSUBSCRIBED):
@@ -845,11 +887,13 @@ class Client:
             return
         self._enqueue(("ended", sub, error))
 
-    def _check_interrupted(self, sub, wire_id):
-        """Ends ``sub`` after JOBS_DONE unless one of its jobs was interrupted.
+    def _check_interrupted(self, conn, sub, wire_id):
+        """Ends ``sub`` after JOBS_DONE on ``conn`` unless one of its jobs was interrupted.
 
-        An interrupted job's subscription is kept, to be sent again (from the
-        next seq) when the stream is reopened to the restarted server.
+        An interrupted job's subscription is kept and sent again (from the
+        next seq) on a new stream, which reaches the restarted server; if the
+        job had in fact finished, that stream ends it again and the check
+        repeats.
         """
         interrupted = False
         for job in sub.job_ids:
@@ -857,12 +901,15 @@ class Client:
                 state = _state_name(self._jobs.GetJob(
                     jobs_pb2.GetJobRequest(id=job), timeout=10, metadata=self._metadata).state)
             except grpc.RpcError as e:
-                # The server is already gone: only a drain ends jobs that way.
-                interrupted = e.code() == grpc.StatusCode.UNAVAILABLE
+                # A server going away (a drain is what interrupts jobs) answers
+                # like this; the new stream settles it.
+                interrupted = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                           grpc.StatusCode.DEADLINE_EXCEEDED)
                 break
             except ValueError:  # the channel was closed
                 return
-            if state == "interrupted":
+            # Interrupted, or already resumed by a restarted server.
+            if state not in ("succeeded", "failed", "cancelled"):
                 interrupted = True
                 break
         with self._cond:
@@ -870,10 +917,14 @@ class Client:
                 return
             if interrupted:
                 sub.generation = 0
-                self._close_if_shut_down()
-                return
-            sub.ending = True
-            error = sub.end_error
+                current = self._conn
+            else:
+                sub.ending = True
+                error = sub.end_error
+        if interrupted:
+            if current is conn and conn.call is not None:
+                conn.call.cancel()  # the reconnect sends it again
+            return
         self._enqueue(("ended", sub, error))
 
     def _close_if_shut_down(self):

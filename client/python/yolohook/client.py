@@ -733,6 +733,15 @@ class Client:
                 problem = _from_rpc(e, self.target)
             with self._cond:
                 self._conn = None
+                if problem is not None and problem.code in (grpc.StatusCode.UNAUTHENTICATED,
+                                                            grpc.StatusCode.PERMISSION_DENIED):
+                    # The server refused the stream itself: subscriptions it
+                    # never accepted fail with that (add_callback raises it).
+                    for s in self._subs.values():
+                        if not s.ever_acked and not s.ending:
+                            s.ending = True
+                            s.end_error = problem
+                    self._cond.notify_all()
                 # Subscriptions on their way out whose end the server did not send.
                 leaving = [s for s in self._subs.values() if s.ending and not s.ended]
             for s in leaving:

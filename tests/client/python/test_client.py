@@ -1,7 +1,10 @@
 """The Python client against a real yolohookd: observing, intercepting, stopping, resuming."""
 
 import math
+import os
 import random
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -330,6 +333,49 @@ class ServerTest(unittest.TestCase):
         with self.assertRaises(yolohook.YolohookError) as e:
             self.client.add_callback("on_fit_epoch_end", print, jobs="job-none", observe=True)
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+
+
+def serves_tokens():
+    """Whether this yolohookd authenticates clients (--token_file)."""
+    help_text = subprocess.run([os.environ["YOLOHOOKD"], "--help"], capture_output=True, text=True)
+    return "--token_file" in help_text.stdout + help_text.stderr
+
+
+@unittest.skipUnless(serves_tokens(), "this yolohookd has no --token_file")
+class AuthTest(unittest.TestCase):
+    """Bearer tokens against a yolohookd with a token file."""
+
+    def setUp(self):
+        tokens = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
+        tokens.write("# token,name,role\nv-token,dashboard,viewer\no-token,ci,operator\n")
+        tokens.close()
+        self.addCleanup(os.unlink, tokens.name)
+        self.server = Yolohookd("--token_file=" + tokens.name)
+        self.addCleanup(self.server.stop)
+
+    def client(self, token):
+        c = yolohook.Client(self.server.address, token=token, subscribe_timeout=30)
+        self.addCleanup(c.close)
+        return c
+
+    def test_roles_decide_what_a_token_may_do(self):
+        with self.assertRaises(yolohook.YolohookError) as e:
+            self.client(None).jobs()
+        self.assertEqual(e.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+        viewer = self.client("v-token")
+        self.assertEqual(viewer.jobs(), [])
+        with self.assertRaises(yolohook.YolohookError) as e:
+            viewer.train(data=self.server.data, epochs=1)
+        self.assertEqual(e.exception.code, grpc.StatusCode.PERMISSION_DENIED)
+        with self.assertRaises(yolohook.YolohookError) as e:
+            viewer.add_callback("on_fit_epoch_end", print)  # intercepting
+        self.assertEqual(e.exception.code, grpc.StatusCode.PERMISSION_DENIED)
+        viewer.add_callback("on_fit_epoch_end", print, observe=True).remove()
+        operator = self.client("o-token")
+        with self.assertRaises(yolohook.YolohookError) as e:
+            operator.train(data=self.server.data, epoch=1)  # past the token check
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        operator.add_callback("on_fit_epoch_end", print).remove()
 
 
 class RestartTest(unittest.TestCase):

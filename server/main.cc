@@ -43,6 +43,14 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "address serving Prometheus metrics at GET /metrics over plain "
           "HTTP, without authentication (host:port, e.g. 127.0.0.1:9464; "
           "empty: off)");
+ABSL_FLAG(std::string, http_listen, "",
+          "address of the browser dashboard and its JSON / Server-Sent Events "
+          "API (host:port; port 0 picks a free port); empty: off");
+ABSL_FLAG(std::string, token_file, "",
+          "bearer tokens, one client per line: token,name,role (role: viewer, "
+          "operator or admin); empty: no authentication");
+ABSL_FLAG(bool, insecure, false,
+          "serve a non-loopback --http_listen address without --token_file");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -78,6 +86,9 @@ int main(int argc, char** argv) {
   options.max_message_bytes = std::max(absl::GetFlag(FLAGS_max_message_mb), 1)
                               << 20;
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.http_listen = absl::GetFlag(FLAGS_http_listen);
+  options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
   auto server = yolohook::service::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "yolohookd: %s\n",
@@ -91,6 +102,10 @@ int main(int argc, char** argv) {
     std::printf("yolohookd: metrics on http://%s:%d/metrics\n",
                 listen.substr(0, listen.rfind(':')).c_str(),
                 (*server)->metrics_port());
+  }
+  if (!options.http_listen.empty()) {
+    std::printf("yolohookd dashboard on http://%s/\n",
+                (*server)->http_address().c_str());
   }
   std::fflush(stdout);
 

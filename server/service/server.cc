@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/config.h"
 #include "server/common/status_macros.h"
@@ -18,6 +19,13 @@
 
 namespace yolohook::service {
 namespace {
+
+// Whether `listen` (host:port) only accepts connections from this machine.
+bool IsLoopback(const std::string& listen) {
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host == "localhost" || host == "[::1]" ||
+         absl::StartsWith(host, "127.");
+}
 
 // Frames for subscriptions that asked for include_images.
 std::string EncodeJpeg(const FrameView& frame) {
@@ -125,7 +133,44 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
         absl::StrCat("cannot listen on --listen=", options.listen));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(true);
+
+  if (!options.http_listen.empty()) {
+    absl::Status http = s->StartDashboard();
+    if (!http.ok()) {
+      s->Shutdown(absl::ZeroDuration());
+      return http;
+    }
+  }
   return s;
+}
+
+absl::Status Server::StartDashboard() {
+  if (!options_.token_file.empty()) {
+    YH_ASSIGN_OR_RETURN(auth::TokenStore tokens,
+                        auth::TokenStore::Load(options_.token_file));
+    tokens_ = std::make_unique<auth::TokenStore>(std::move(tokens));
+  } else if (!IsLoopback(options_.http_listen) && !options_.insecure) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--http_listen=", options_.http_listen,
+        " accepts connections from other machines: give --token_file, or "
+        "--insecure to serve it without authentication"));
+  }
+  http::Server::Options http_options;
+  http_options.listen = options_.http_listen;
+  dashboard_http_ = std::make_unique<http::Server>(http_options);
+  dashboard::Dashboard::Options dashboard_options;
+  dashboard_options.manager = manager_.get();
+  dashboard_options.bus = bus_.get();
+  dashboard_options.tokens = tokens_.get();
+  dashboard_ = std::make_unique<dashboard::Dashboard>(dashboard_options);
+  dashboard_->Register(*dashboard_http_);
+  absl::Status started = dashboard_http_->Start();
+  if (!started.ok()) {
+    return absl::Status(started.code(),
+                        absl::StrCat("--http_listen=", options_.http_listen,
+                                     ": ", started.message()));
+  }
+  return absl::OkStatus();
 }
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
@@ -133,6 +178,14 @@ Server::~Server() { Shutdown(absl::ZeroDuration()); }
 std::string Server::address() const {
   std::string host = options_.listen.substr(0, options_.listen.rfind(':'));
   return absl::StrCat(host, ":", port_);
+}
+
+std::string Server::http_address() const {
+  if (dashboard_http_ == nullptr) return "";
+  std::string host =
+      options_.http_listen.substr(0, options_.http_listen.rfind(':'));
+  if (host.empty()) host = "0.0.0.0";
+  return absl::StrCat(host, ":", dashboard_http_->port());
 }
 
 void Server::Shutdown(absl::Duration grace) {
@@ -145,6 +198,8 @@ void Server::Shutdown(absl::Duration grace) {
     server_->GetHealthCheckService()->SetServingStatus(false);
   if (manager_ != nullptr) manager_->Shutdown(/*checkpoint=*/true);
   if (bus_ != nullptr) bus_->Shutdown();
+  // Event streams end with the bus; the dashboard's connections close.
+  if (dashboard_http_ != nullptr) dashboard_http_->Shutdown();
   if (server_ != nullptr)
     server_->Shutdown(std::chrono::system_clock::now() +
                       absl::ToChronoSeconds(grace));

@@ -12,6 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/auth/token_store.h"
+#include "server/dashboard/dashboard.h"
 #include "server/events/event_bus.h"
 #include "server/http/http_server.h"
 #include "server/jobs/job_manager.h"
@@ -38,6 +40,13 @@ class Server {
     // host:port serving GET /metrics (Prometheus text format) over plain
     // HTTP, without authentication; "" = off; port 0 picks a free one.
     std::string metrics_listen;
+    // The browser dashboard and its JSON / Server-Sent Events API, host:port
+    // (port 0 picks a free one); "" = off.
+    std::string http_listen;
+    // Bearer tokens, `token,name,role` per line ("" = no authentication).
+    std::string token_file;
+    // Serve a non-loopback address without a token file anyway.
+    bool insecure = false;
     // Runs jobs; null: the YOLO engine. Tests pass a fake. Must outlive the
     // server.
     jobs::Runner* runner = nullptr;
@@ -53,6 +62,11 @@ class Server {
   // The port actually bound.
   int port() const { return port_; }
   std::string address() const;
+  // The dashboard's port and address (0 and "" when http_listen is off).
+  int http_port() const {
+    return dashboard_http_ != nullptr ? dashboard_http_->port() : 0;
+  }
+  std::string http_address() const;
   jobs::JobManager& manager() { return *manager_; }
   events::EventBus& bus() { return *bus_; }
   // The server's metrics, as GET /metrics renders them.
@@ -70,6 +84,10 @@ class Server {
 
  private:
   Server() = default;
+  // Serves the dashboard on options_.http_listen. Errors: the token file's;
+  // FAILED_PRECONDITION for a non-loopback address without a token file or
+  // insecure; the HTTP server's (naming --http_listen).
+  absl::Status StartDashboard();
 
   Options options_;
   // Declared first: collectors read the bus and store until http_ stops.
@@ -83,6 +101,11 @@ class Server {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<http::Server> http_;  // /metrics; null when off
   int port_ = 0;
+  std::unique_ptr<auth::TokenStore> tokens_;
+  // Declared after the manager and the bus: its handlers use them, so it is
+  // shut down (Shutdown) and destroyed first.
+  std::unique_ptr<dashboard::Dashboard> dashboard_;
+  std::unique_ptr<http::Server> dashboard_http_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };

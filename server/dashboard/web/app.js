@@ -256,6 +256,7 @@
         const info = JSON.parse(e.data);
         if (dash.job && info.state) { dash.job.state = info.state; renderJobHead(); }
       } catch (err) { /* the job list poll brings the state too */ }
+      poll();
     });
     es.onerror = () => {
       // The browser reconnects by itself (sending Last-Event-ID) while the

@@ -20,10 +20,11 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf
+  chromium
 )
 
 # Directories with a package-lock.json whose packages `npm ci` installs.
-npm_dirs=(client/node)
+npm_dirs=(client/node tests/dashboard)
 
 missing=()
 for p in "${packages[@]}"; do

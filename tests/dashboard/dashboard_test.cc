@@ -320,5 +320,22 @@ TEST_F(DashboardTest, TokensAndRoles) {
   EXPECT_THAT(events.buffer(), HasSubstr("JOB_STATE_CANCELLED"));
 }
 
+TEST(DashboardStartTest, OtherMachinesNeedTokensOrInsecure) {
+  testing::TempDir dir;
+  testing::FakeRunner runner;
+  service::Server::Options options;
+  options.listen = "127.0.0.1:0";
+  options.http_listen = "0.0.0.0:0";
+  options.data_dir = dir.path();
+  options.runner = &runner;
+  auto refused = service::Server::Start(options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--http_listen=0.0.0.0:0"));
+  options.insecure = true;
+  auto insecure = service::Server::Start(options);
+  ASSERT_TRUE(insecure.ok()) << insecure.status();
+  EXPECT_GT((*insecure)->http_port(), 0);
+}
+
 }  // namespace
 }  // namespace yolohook::dashboard

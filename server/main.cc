@@ -46,11 +46,6 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, http_listen, "",
           "address of the browser dashboard and its JSON / Server-Sent Events "
           "API (host:port; port 0 picks a free port); empty: off");
-ABSL_FLAG(std::string, token_file, "",
-          "bearer tokens, one client per line: token,name,role (role: viewer, "
-          "operator or admin); empty: no authentication");
-ABSL_FLAG(bool, insecure, false,
-          "serve a non-loopback --http_listen address without --token_file");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -87,8 +82,6 @@ int main(int argc, char** argv) {
                               << 20;
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.http_listen = absl::GetFlag(FLAGS_http_listen);
-  options.token_file = absl::GetFlag(FLAGS_token_file);
-  options.insecure = absl::GetFlag(FLAGS_insecure);
   auto server = yolohook::service::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "yolohookd: %s\n",

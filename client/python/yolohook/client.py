@@ -547,7 +547,8 @@ class Client:
                 return sub
             self._subs.pop(sub.id, None)
             if sub.ending:
-                raise sub.end_error
+                raise sub.end_error or YolohookError(
+                    grpc.StatusCode.ABORTED, "the subscription ended before the server accepted it")
             sub.ending = True
         raise YolohookError(
             grpc.StatusCode.UNAVAILABLE,

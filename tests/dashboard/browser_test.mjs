@@ -10,6 +10,9 @@
 // resume: stops the server in the middle of a run and starts it again on the
 //         same port; the page reconnects with the last seq it saw and ends with
 //         every event exactly once and every epoch on its curves once.
+// predict: trains one epoch, then predicts ten images while
+//         yolohook_keep_confident (--keep_confident=PATH) replaces every
+//         result; the page draws each image and marks its results replaced.
 // Exits 0 when the case passes; prints what failed otherwise.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -53,6 +56,8 @@ class Daemon {
       const lines = readline.createInterface({ input: proc.stdout });
       lines.on('line', (line) => {
         logFile.write(line + '\n');
+        const g = /listening on (\S+)/.exec(line);
+        if (g) this.grpc = g[1];
         const m = /dashboard on (http:\/\/\S+?)\/?$/.exec(line);
         if (m) { this.url = m[1]; resolve(this.url); }
       });
@@ -77,9 +82,9 @@ function check(ok, what) {
   log('ok:', what);
 }
 
-async function submitTrain(page) {
+async function submitTrain(page, epochs = 3) {
   await page.click('#submit-panel summary');
-  await page.fill('#submit input[name=epochs]', '3');
+  await page.fill('#submit input[name=epochs]', String(epochs));
   await page.fill('#submit input[name=imgsz]', '64');
   await page.fill('#submit input[name=extra]', TRAIN_ARGS);
   await page.click('#submit button[type=submit]');
@@ -139,9 +144,49 @@ async function main() {
     page.on('pageerror', (e) => log('page error:', e.message));
     await page.goto(base + '/');
     await page.waitForSelector('#conn.ok', { timeout: 10000 });
-    const id = await submitTrain(page);
+    const id = await submitTrain(page, testCase === 'predict' ? 1 : 3);
 
-    if (testCase === 'train') {
+    if (testCase === 'predict') {
+      await page.waitForFunction(() => document.getElementById('job-state').textContent === 'SUCCEEDED', null, { timeout: WAIT_MS });
+      const grpc = daemon.grpc;
+      // Drops every box (none is above conf 1): each image's results change.
+      const keep = spawn(opts.keep_confident, [`--server=${grpc}`, '--min_conf=1.0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const subscribed = new Promise((resolve) => {
+        readline.createInterface({ input: keep.stdout }).on('line', (line) => {
+          if (/^intercepting/.test(line)) { log('keep_confident:', line); resolve(); }
+        });
+      });
+      try {
+        await Promise.race([subscribed, new Promise((r) => setTimeout(r, 30000).unref())]);
+        await new Promise((r) => setTimeout(r, 1000));
+        const job = await page.evaluate(async ([dir, weights]) => {
+          const res = await fetch('api/jobs', {
+            method: 'POST',
+            body: JSON.stringify({ mode: 'MODE_PREDICT', args: { model: weights, source: dir + '/datasets/shapes/images/val/0000*.jpg', conf: '0.00001', max_det: '5', imgsz: '64' } }),
+          });
+          return res.json();
+        }, [dataDir, await page.evaluate(async (jobId) => {
+          const j = await (await fetch('api/jobs/' + jobId)).json();
+          return j.artifacts.find((a) => a.kind === 'weights_last').path;
+        }, id)]);
+        log('predict job', job.id, job.error || '');
+        await page.evaluate((jobId) => { location.hash = 'job=' + jobId; }, job.id);
+        await page.waitForFunction(() => document.getElementById('job-state').textContent === 'SUCCEEDED' &&
+          document.querySelectorAll('.pred').length === 10, null, { timeout: WAIT_MS });
+        await page.waitForTimeout(500);
+        const tiles = await page.evaluate(() => [...document.querySelectorAll('.pred')].map((el) => ({
+          replaced: el.dataset.replaced, caption: el.querySelector('figcaption').textContent,
+        })));
+        log('first tile:', tiles[0].caption);
+        check(tiles.length === 10, `the page shows the 10 predicted images (${tiles.length})`);
+        check(tiles.every((t) => t.replaced === 'true' && /the model found/.test(t.caption)),
+          'every image is marked as replaced, with what the model had found');
+        const images = await page.evaluate(() => [...window.dash.preds.values()].filter((t) => t.image).length);
+        check(images === 10, `every image came with its JPEG (${images})`);
+      } finally {
+        keep.kill('SIGINT');
+      }
+    } else if (testCase === 'train') {
       // Sample the curves while the job runs: they must grow one epoch at a time.
       const seen = new Set();
       const deadline = Date.now() + WAIT_MS;

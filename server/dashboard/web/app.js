@@ -213,6 +213,10 @@
     const st = $('job-state');
     st.textContent = job ? shortState(job.state) : '';
     st.className = 'state ' + (job ? shortState(job.state) : '');
+    // Curves and epoch progress are for training runs.
+    const training = !job || job.mode === 'MODE_TRAIN';
+    $('charts').hidden = !training;
+    $('progress-row').hidden = !training;
     $('job-error').textContent = job && job.error ? job.error : '';
     updateStop();
   }

@@ -745,7 +745,8 @@ int Main(const Args& args) {
   bus_options.queue_limit = options.queue_limit;
   bus_options.default_reply_timeout = options.reply_timeout;
   events::EventBus nolog_bus(bus_options);
-  service::CallbackServiceImpl nolog_service(&nolog_bus);
+  const service::Authorizer open_authorizer(nullptr);
+  service::CallbackServiceImpl nolog_service(&nolog_bus, &open_authorizer);
   grpc::ServerBuilder nolog_builder;
   int nolog_port = 0;
   nolog_builder.AddListeningPort(

@@ -1,6 +1,8 @@
 // yolohookd: the yolohook server.
 //
 //   yolohookd --listen=127.0.0.1:50051 --data_dir=/var/lib/yolohook --threads=2
+//   yolohookd --listen=0.0.0.0:50051 --token_file=/etc/yolohook/tokens.csv
+//             --tls_cert=server.pem --tls_key=server.key
 //
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, running train jobs stop
 // at their next batch keeping last.pt (they resume when the server starts
@@ -46,6 +48,18 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, http_listen, "",
           "address of the browser dashboard and its JSON / Server-Sent Events "
           "API (host:port; port 0 picks a free port); empty: off");
+ABSL_FLAG(std::string, token_file, "",
+          "bearer tokens, one client per line: token,name,role (role: viewer, "
+          "operator or admin); empty: no authentication (everyone is admin)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain to serve TLS with (needs --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate: clients must present a certificate it signed "
+          "(mutual TLS; needs --tls_cert)");
+ABSL_FLAG(bool, insecure, false,
+          "serve a non-loopback --listen or --http_listen address without "
+          "--token_file");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -82,6 +96,11 @@ int main(int argc, char** argv) {
                               << 20;
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.http_listen = absl::GetFlag(FLAGS_http_listen);
+  options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
   auto server = yolohook::service::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "yolohookd: %s\n",
@@ -90,6 +109,13 @@ int main(int argc, char** argv) {
   }
   std::printf("yolohookd %s listening on %s\n", yolohook::kVersion,
               (*server)->address().c_str());
+  // Scripts read the address as the last word of the line above.
+  std::printf(
+      "yolohookd: %s, %s\n",
+      options.tls_cert.empty()        ? "plaintext"
+      : options.tls_client_ca.empty() ? "TLS"
+                                      : "mutual TLS",
+      options.token_file.empty() ? "no authentication" : "bearer tokens");
   if ((*server)->metrics_port() != 0) {
     const std::string& listen = options.metrics_listen;
     std::printf("yolohookd: metrics on http://%s:%d/metrics\n",

@@ -344,8 +344,8 @@ class BusCore {
 class StreamImpl : public Stream,
                    public std::enable_shared_from_this<StreamImpl> {
  public:
-  StreamImpl(BusCore* bus, std::function<void()> on_ready)
-      : bus_(bus), on_ready_(std::move(on_ready)) {}
+  StreamImpl(BusCore* bus, std::function<void()> on_ready, std::string client)
+      : bus_(bus), on_ready_(std::move(on_ready)), client_(std::move(client)) {}
   ~StreamImpl() override { Close(); }
 
   absl::Status Subscribe(const v1::Subscribe& request) override;
@@ -357,6 +357,7 @@ class StreamImpl : public Stream,
   v1::ReplyResult ExtendDeadline(const v1::ExtendDeadline& request) override;
   std::shared_ptr<const v1::ServerMessage> Next() override;
   void Close() override;
+  const std::string& client() const override { return client_; }
 
   // Drops an ended subscription's id (it may be reused). The caller holds the
   // bus mutex, which is this stream's bus_->mu_; the analysis cannot see
@@ -383,7 +384,8 @@ class StreamImpl : public Stream,
 
   BusCore* const bus_;
   const std::function<void()> on_ready_;
-  absl::Mutex next_mu_;  // serialises Next() (replay cursors, log reads)
+  const std::string client_;  // who the stream belongs to
+  absl::Mutex next_mu_;       // serialises Next() (replay cursors, log reads)
   size_t rr_ ABSL_GUARDED_BY(next_mu_) = 0;  // round-robin position
 };
 
@@ -830,8 +832,10 @@ EventBus::EventBus(Options options)
 
 EventBus::~EventBus() { Shutdown(); }
 
-std::shared_ptr<Stream> EventBus::Connect(std::function<void()> on_ready) {
-  return std::make_shared<StreamImpl>(impl_.get(), std::move(on_ready));
+std::shared_ptr<Stream> EventBus::Connect(std::function<void()> on_ready,
+                                          std::string client) {
+  return std::make_shared<StreamImpl>(impl_.get(), std::move(on_ready),
+                                      std::move(client));
 }
 
 void EventBus::StartJob(const std::string& job_id,

@@ -99,6 +99,10 @@ class Stream {
   // The client went away: subscriptions end, pending round trips take their
   // failure mode at once. Idempotent.
   virtual void Close() = 0;
+
+  // Who the stream belongs to, as given to EventBus::Connect (for logs that
+  // say who applied what).
+  virtual const std::string& client() const = 0;
 };
 
 // Counters for metrics and tests.
@@ -164,8 +168,10 @@ class EventBus {
   ~EventBus();
 
   // A client stream. `on_ready` is called (from any thread, without bus locks
-  // held) when Next() may have something new; it must not block.
-  std::shared_ptr<Stream> Connect(std::function<void()> on_ready);
+  // held) when Next() may have something new; it must not block. `client`
+  // names who the stream belongs to (the authenticated name, or an address).
+  std::shared_ptr<Stream> Connect(std::function<void()> on_ready,
+                                  std::string client = "");
 
   // A job exists: label-selected subscriptions start following it. `args` are
   // carried by its events. Call before its first Publish.

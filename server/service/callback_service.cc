@@ -3,10 +3,14 @@
 #include <deque>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/service/grpc_status.h"
 
 namespace yolohook::service {
 namespace {
+
+constexpr absl::string_view kConnect = "yolohook.v1.CallbackService/Connect";
 
 class ConnectReactor;
 
@@ -22,14 +26,14 @@ struct Link {
 class ConnectReactor final
     : public grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage> {
  public:
-  explicit ConnectReactor(events::EventBus* bus)
-      : link_(std::make_shared<Link>()) {
+  ConnectReactor(events::EventBus* bus, auth::Principal who)
+      : who_(std::move(who)), link_(std::make_shared<Link>()) {
     {
       absl::MutexLock lock(&link_->mu);
       link_->reactor = this;
     }
     std::weak_ptr<Link> weak = link_;
-    stream_ = bus->Connect([weak] { Signal(weak); });
+    stream_ = bus->Connect([weak] { Signal(weak); }, who_.name);
     StartRead(&request_);
   }
 
@@ -108,9 +112,25 @@ class ConnectReactor final
     Queue(std::move(out));
   }
 
+  // Whether the caller may intercept and reply; queues PERMISSION_DENIED for
+  // `subscription_id` if not.
+  bool MayIntercept(const std::string& subscription_id,
+                    absl::string_view what) {
+    if (auth::Allows(who_.role, auth::Role::kOperator)) return true;
+    QueueError(subscription_id,
+               PermissionDenied(who_, auth::Role::kOperator,
+                                absl::StrCat(kConnect, " ", what)));
+    return false;
+  }
+
   void Handle(const v1::ClientMessage& message) {
     switch (message.kind_case()) {
       case v1::ClientMessage::kSubscribe: {
+        if (message.subscribe().mode() == v1::SUBSCRIPTION_MODE_INTERCEPT &&
+            !MayIntercept(message.subscribe().subscription_id(),
+                          "(intercept subscription)")) {
+          break;
+        }
         absl::Status s = stream_->Subscribe(message.subscribe());
         if (!s.ok()) QueueError(message.subscribe().subscription_id(), s);
         break;
@@ -122,12 +142,17 @@ class ConnectReactor final
         break;
       }
       case v1::ClientMessage::kReply: {
+        if (!MayIntercept(message.reply().subscription_id(), "(Reply)")) break;
         v1::ServerMessage out;
         *out.mutable_reply_result() = stream_->Reply(message.reply());
         Queue(std::move(out));
         break;
       }
       case v1::ClientMessage::kExtendDeadline: {
+        if (!MayIntercept(message.extend_deadline().subscription_id(),
+                          "(ExtendDeadline)")) {
+          break;
+        }
         v1::ServerMessage out;
         *out.mutable_reply_result() =
             stream_->ExtendDeadline(message.extend_deadline());
@@ -187,6 +212,7 @@ class ConnectReactor final
     }
   }
 
+  const auth::Principal who_;
   std::shared_ptr<Link> link_;
   std::shared_ptr<events::Stream> stream_;
   v1::ClientMessage request_;
@@ -207,8 +233,14 @@ class ConnectReactor final
 }  // namespace
 
 grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>*
-CallbackServiceImpl::Connect(grpc::CallbackServerContext* /*context*/) {
-  return new ConnectReactor(bus_);
+CallbackServiceImpl::Connect(grpc::CallbackServerContext* context) {
+  absl::StatusOr<auth::Principal> who =
+      authorizer_->Check(*context, auth::Role::kViewer, kConnect);
+  if (!who.ok()) {
+    return RejectStream<v1::ClientMessage, v1::ServerMessage>(
+        ToGrpcStatus(who.status()));
+  }
+  return new ConnectReactor(bus_, *std::move(who));
 }
 
 }  // namespace yolohook::service

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "server/events/event_bus.h"
+#include "server/service/auth.h"
 #include "yolohook/v1/callbacks.grpc.pb.h"
 
 namespace yolohook::service {
@@ -14,16 +15,23 @@ namespace yolohook::service {
 // handed to it, and what it has ready is written one message at a time (the
 // next write starts from OnWriteDone or from the bus's ready signal). Nothing
 // blocks a reactor thread: interceptor waits happen on job threads.
-// Thread-safe. The bus must outlive the service.
+//
+// Opening the stream and observing need role viewer; intercept subscriptions,
+// Reply and ExtendDeadline need operator: a viewer's attempt gets a
+// StreamError with PERMISSION_DENIED and the stream stays open. The bus's
+// stream carries the caller's name (its peer address when authentication is
+// off). Thread-safe. The bus and authorizer must outlive the service.
 class CallbackServiceImpl final : public v1::CallbackService::CallbackApi {
  public:
-  explicit CallbackServiceImpl(events::EventBus* bus) : bus_(bus) {}
+  CallbackServiceImpl(events::EventBus* bus, const Authorizer* authorizer)
+      : bus_(bus), authorizer_(authorizer) {}
 
   grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>* Connect(
       grpc::CallbackServerContext* context) override;
 
  private:
   events::EventBus* bus_;
+  const Authorizer* authorizer_;
 };
 
 }  // namespace yolohook::service

@@ -347,6 +347,9 @@ class PredictStreamReactor final
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(
     grpc::CallbackServerContext* context, const v1::SubmitJobRequest* request,
     v1::Job* response) {
+  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kOperator,
+                                            "yolohook.v1.JobService/SubmitJob");
+  if (!allowed.ok()) return Answer(context, allowed);
   absl::StatusOr<Mode> mode = events::ModeFromWire(request->mode());
   if (!mode.ok()) return Answer(context, mode.status());
   absl::StatusOr<jobs::JobRecord> job =
@@ -362,6 +365,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
     grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
     v1::Job* response) {
+  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kViewer,
+                                            "yolohook.v1.JobService/GetJob");
+  if (!allowed.ok()) return Answer(context, allowed);
   absl::StatusOr<jobs::JobRecord> job = manager_->Get(request->id());
   if (job.ok()) *response = jobs::ToProto(*job);
   return Answer(context, job.status());
@@ -370,6 +376,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
+  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kViewer,
+                                            "yolohook.v1.JobService/ListJobs");
+  if (!allowed.ok()) return Answer(context, allowed);
   jobs::ListQuery query;
   for (int state : request->states()) {
     absl::StatusOr<jobs::JobState> s =
@@ -392,6 +401,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::Job* response) {
+  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kOperator,
+                                            "yolohook.v1.JobService/CancelJob");
+  if (!allowed.ok()) return Answer(context, allowed);
   absl::StatusOr<jobs::JobRecord> job = manager_->Cancel(request->id());
   if (job.ok()) *response = jobs::ToProto(*job);
   return Answer(context, job.status());
@@ -400,6 +412,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
 grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
     grpc::CallbackServerContext* context, const v1::PredictRequest* request,
     v1::PredictResponse* response) {
+  absl::Status allowed = authorizer_->Allow(
+      *context, auth::Role::kOperator, "yolohook.v1.PredictService/Predict");
+  if (!allowed.ok()) return Answer(context, allowed);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (request->images().empty()) {
     reactor->Finish(grpc::Status(
@@ -440,6 +455,12 @@ grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
 
 grpc::ServerBidiReactor<v1::Frame, v1::FrameResult>*
 PredictServiceImpl::PredictStream(grpc::CallbackServerContext* context) {
+  absl::StatusOr<auth::Principal> who =
+      authorizer_->Check(*context, auth::Role::kOperator,
+                         "yolohook.v1.PredictService/PredictStream");
+  if (!who.ok()) {
+    return RejectStream<v1::Frame, v1::FrameResult>(ToGrpcStatus(who.status()));
+  }
   return new PredictStreamReactor(context, manager_, metrics_);
 }
 

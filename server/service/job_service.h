@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "server/jobs/job_manager.h"
+#include "server/service/auth.h"
 #include "server/service/server_metrics.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -12,12 +13,14 @@
 namespace yolohook::service {
 
 // Submit, get, list, cancel. Each handler is quick (a store read or write) and
-// answers on the reactor thread. Thread-safe; the manager must outlive it.
+// answers on the reactor thread. GetJob and ListJobs need role viewer, the
+// others operator. Thread-safe; the manager and authorizer must outlive it.
 class JobServiceImpl final : public v1::JobService::CallbackApi {
  public:
   // `metrics` may be null (nothing recorded).
-  JobServiceImpl(jobs::JobManager* manager, ServerMetrics* metrics = nullptr)
-      : manager_(manager), metrics_(metrics) {}
+  JobServiceImpl(jobs::JobManager* manager, const Authorizer* authorizer,
+                 ServerMetrics* metrics = nullptr)
+      : manager_(manager), authorizer_(authorizer), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
                                       const v1::SubmitJobRequest* request,
@@ -34,6 +37,7 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
 
  private:
   jobs::JobManager* manager_;
+  const Authorizer* authorizer_;
   ServerMetrics* metrics_;
 };
 
@@ -45,13 +49,14 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
 // frame's callbacks have run. The stream ends with the job: OK after the
 // client half-closes and the last result is written; CANCELLED when the
 // client cancels or the job is cancelled; ABORTED with the job's error.
-// Thread-safe; the manager (and metrics) must outlive it.
+// Both need role operator. Thread-safe; the manager, authorizer (and
+// metrics) must outlive it.
 class PredictServiceImpl final : public v1::PredictService::CallbackApi {
  public:
   // `metrics` may be null (nothing recorded).
-  PredictServiceImpl(jobs::JobManager* manager,
+  PredictServiceImpl(jobs::JobManager* manager, const Authorizer* authorizer,
                      ServerMetrics* metrics = nullptr)
-      : manager_(manager), metrics_(metrics) {}
+      : manager_(manager), authorizer_(authorizer), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
                                     const v1::PredictRequest* request,
@@ -61,6 +66,7 @@ class PredictServiceImpl final : public v1::PredictService::CallbackApi {
 
  private:
   jobs::JobManager* manager_;
+  const Authorizer* authorizer_;
   ServerMetrics* metrics_;
 };
 

@@ -20,13 +20,6 @@
 namespace yolohook::service {
 namespace {
 
-// Whether `listen` (host:port) only accepts connections from this machine.
-bool IsLoopback(const std::string& listen) {
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  return host == "localhost" || host == "[::1]" ||
-         absl::StartsWith(host, "127.");
-}
-
 // Frames for subscriptions that asked for include_images.
 std::string EncodeJpeg(const FrameView& frame) {
   if (frame.bgr == nullptr || frame.height <= 0 || frame.width <= 0) return "";
@@ -43,6 +36,29 @@ std::string EncodeJpeg(const FrameView& frame) {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   std::unique_ptr<Server> s(new Server());
+  if (!options.token_file.empty()) {
+    absl::StatusOr<auth::TokenStore> loaded =
+        auth::TokenStore::Load(options.token_file);
+    if (!loaded.ok()) {
+      return absl::Status(
+          loaded.status().code(),
+          absl::StrCat("--token_file: ", loaded.status().message()));
+    }
+    s->tokens_ = std::make_unique<auth::TokenStore>(*std::move(loaded));
+  } else if (!options.insecure && !IsLoopback(options.listen)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--listen=", options.listen,
+        " accepts connections from other machines, but no --token_file is "
+        "given, so anyone who reaches it may run jobs: pass "
+        "--token_file=FILE (lines of token,name,role), listen on a loopback "
+        "address (127.0.0.1:PORT), or pass --insecure to serve without "
+        "authentication anyway"));
+  }
+  YH_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      ServerCredentialsFor({options.tls_cert, options.tls_key,
+                                            options.tls_client_ca}));
+  s->authorizer_ = std::make_unique<Authorizer>(s->tokens_.get());
+
   Config defaults;
   defaults.data_dir = options.data_dir;
   options.data_dir = ResolveDataDir(defaults);
@@ -90,10 +106,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
       s->manager_,
       jobs::JobManager::Create(mo, s->store_.get(), runner, s->bus_.get()));
 
-  s->services_.push_back(
-      std::make_unique<JobServiceImpl>(s->manager_.get(), metrics));
-  s->services_.push_back(
-      std::make_unique<PredictServiceImpl>(s->manager_.get(), metrics));
+  s->services_.push_back(std::make_unique<JobServiceImpl>(
+      s->manager_.get(), s->authorizer_.get(), metrics));
+  s->services_.push_back(std::make_unique<PredictServiceImpl>(
+      s->manager_.get(), s->authorizer_.get(), metrics));
 
   if (!options.metrics_listen.empty()) {
     http::Server::Options http_options;
@@ -115,13 +131,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
                                                        started.message()));
     }
   }
-  s->services_.push_back(std::make_unique<CallbackServiceImpl>(s->bus_.get()));
+  s->services_.push_back(std::make_unique<CallbackServiceImpl>(
+      s->bus_.get(), s->authorizer_.get()));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &s->port_);
+  builder.AddListeningPort(options.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (auto& service : s->services_) builder.RegisterService(service.get());
@@ -145,11 +161,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
 }
 
 absl::Status Server::StartDashboard() {
-  if (!options_.token_file.empty()) {
-    YH_ASSIGN_OR_RETURN(auth::TokenStore tokens,
-                        auth::TokenStore::Load(options_.token_file));
-    tokens_ = std::make_unique<auth::TokenStore>(std::move(tokens));
-  } else if (!IsLoopback(options_.http_listen) && !options_.insecure) {
+  // The token file was loaded by Start.
+  if (tokens_ == nullptr && !IsLoopback(options_.http_listen) &&
+      !options_.insecure) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--http_listen=", options_.http_listen,
         " accepts connections from other machines: give --token_file, or "

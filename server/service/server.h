@@ -19,6 +19,7 @@
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_store.h"
 #include "server/monitoring/metrics.h"
+#include "server/service/auth.h"
 #include "server/service/server_metrics.h"
 
 namespace yolohook::service {
@@ -43,8 +44,12 @@ class Server {
     // The browser dashboard and its JSON / Server-Sent Events API, host:port
     // (port 0 picks a free one); "" = off.
     std::string http_listen;
-    // Bearer tokens, `token,name,role` per line ("" = no authentication).
+    // Bearer tokens, `token,name,role` per line ("" = no authentication:
+    // every client is an admin).
     std::string token_file;
+    std::string tls_cert;       // PEM certificate chain; with tls_key: TLS
+    std::string tls_key;        // PEM private key of tls_cert
+    std::string tls_client_ca;  // PEM CA; clients need a certificate it signed
     // Serve a non-loopback address without a token file anyway.
     bool insecure = false;
     // Runs jobs; null: the YOLO engine. Tests pass a fake. Must outlive the
@@ -53,7 +58,10 @@ class Server {
   };
 
   // Opens the store under data_dir, recovers interrupted jobs, and starts
-  // serving. Errors: the store's; UNAVAILABLE when the address (or
+  // serving. Errors: the store's; the token file's (naming file and line);
+  // INVALID_ARGUMENT naming the flag and file for TLS files that are missing,
+  // unreadable or not PEM; FAILED_PRECONDITION for a non-loopback listen
+  // address without token_file or insecure; UNAVAILABLE when the address (or
   // metrics_listen) cannot be bound; INVALID_ARGUMENT for a malformed
   // metrics_listen.
   static absl::StatusOr<std::unique_ptr<Server>> Start(Options options);
@@ -84,7 +92,7 @@ class Server {
 
  private:
   Server() = default;
-  // Serves the dashboard on options_.http_listen. Errors: the token file's;
+  // Serves the dashboard on options_.http_listen. Errors:
   // FAILED_PRECONDITION for a non-loopback address without a token file or
   // insecure; the HTTP server's (naming --http_listen).
   absl::Status StartDashboard();
@@ -94,6 +102,10 @@ class Server {
   std::unique_ptr<monitoring::Registry> registry_;
   std::unique_ptr<ServerMetrics> server_metrics_;
   std::unique_ptr<jobs::JobStore> store_;
+  // The token file's clients (null: no authentication), for the gRPC services
+  // (through authorizer_) and the dashboard.
+  std::unique_ptr<auth::TokenStore> tokens_;
+  std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<events::EventBus> bus_;
   std::unique_ptr<jobs::Runner> owned_runner_;
   std::unique_ptr<jobs::JobManager> manager_;
@@ -101,7 +113,6 @@ class Server {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<http::Server> http_;  // /metrics; null when off
   int port_ = 0;
-  std::unique_ptr<auth::TokenStore> tokens_;
   // Declared after the manager and the bus: its handlers use them, so it is
   // shut down (Shutdown) and destroyed first.
   std::unique_ptr<dashboard::Dashboard> dashboard_;

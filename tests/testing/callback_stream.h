@@ -25,9 +25,13 @@ namespace yolohook::testing {
 // Thread-safe.
 class CallbackStream {
  public:
-  explicit CallbackStream(const std::shared_ptr<grpc::Channel>& channel)
-      : stub_(v1::CallbackService::NewStub(channel)),
-        stream_(stub_->Connect(&context_)) {
+  // `token`: sent as "authorization: Bearer <token>" ("" = no header).
+  explicit CallbackStream(const std::shared_ptr<grpc::Channel>& channel,
+                          const std::string& token = "")
+      : stub_(v1::CallbackService::NewStub(channel)) {
+    if (!token.empty())
+      context_.AddMetadata("authorization", "Bearer " + token);
+    stream_ = stub_->Connect(&context_);
     reader_ = std::thread([this] {
       v1::ServerMessage message;
       while (true) {
@@ -45,11 +49,19 @@ class CallbackStream {
     });
   }
 
-  ~CallbackStream() {
-    Resume();
-    Close();
-    reader_.join();
-    stream_->Finish().IgnoreError();
+  ~CallbackStream() { Finish().IgnoreError(); }
+
+  // Half-closes, waits for the server to end the stream, and returns how it
+  // ended. Later calls return the same status.
+  grpc::Status Finish() {
+    if (!finished_) {
+      Resume();
+      Close();
+      reader_.join();
+      status_ = stream_->Finish();
+      finished_ = true;
+    }
+    return status_;
   }
 
   bool Send(const v1::ClientMessage& message) {
@@ -173,6 +185,8 @@ class CallbackStream {
       grpc::ClientReaderWriter<v1::ClientMessage, v1::ServerMessage>>
       stream_;
   std::thread reader_;
+  bool finished_ = false;  // Finish ran (only the test's thread calls it)
+  grpc::Status status_;    // its result
   absl::Mutex write_mu_;
   bool write_closed_ ABSL_GUARDED_BY(write_mu_) = false;
   absl::Mutex mu_;

@@ -18,7 +18,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopencv-dev libyaml-cpp-dev libsqlite3-dev libonnx-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev openssl
   python3 python3-grpcio python3-protobuf
   chromium
 )

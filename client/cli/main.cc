@@ -53,6 +53,11 @@ come anywhere. Commands that need a server:
                      every event as a JSON line: of JOB (from seq 1, until it ends),
                      or of all jobs (new events only, until Ctrl-C)
   yolohook cancel JOB
+
+A server with authentication wants a bearer token: --token_file=FILE (or
+$YOLOHOOK_TOKEN_FILE; the file holds the token), or $YOLOHOOK_TOKEN. TLS:
+--tls_ca=CA.pem (the CA that signed the server's certificate); mutual TLS adds
+--tls_cert=CLIENT.pem --tls_key=CLIENT.key.
 )";
 
 yolohook::engine::Yolo* g_running = nullptr;
@@ -134,6 +139,14 @@ absl::Status TakeFlags(std::vector<std::string>& words,
             absl::StrCat("--label=", value, ": expected KEY=VALUE"));
       }
       flags.labels[value.substr(0, sep)] = value.substr(sep + 1);
+    } else if (name == "--token_file") {
+      flags.token_file = value;
+    } else if (name == "--tls_ca") {
+      flags.tls_ca = value;
+    } else if (name == "--tls_cert") {
+      flags.tls_cert = value;
+    } else if (name == "--tls_key") {
+      flags.tls_key = value;
     } else if (name == "--events") {
       flags.events = value;
     } else if (name == "--from_seq") {
@@ -145,7 +158,8 @@ absl::Status TakeFlags(std::vector<std::string>& words,
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown flag ", name,
-                       " (flags: --server, --label, --events, --from_seq)"));
+                       " (flags: --server, --label, --events, --from_seq, "
+                       "--token_file, --tls_ca, --tls_cert, --tls_key)"));
     }
   }
   words = std::move(rest);
@@ -159,6 +173,10 @@ int main(int argc, char** argv) {
   yolohook::cli::RemoteFlags flags;
   if (const char* env = std::getenv("YOLOHOOK_SERVER"); env != nullptr)
     flags.server = env;
+  if (const char* env = std::getenv("YOLOHOOK_TOKEN"); env != nullptr)
+    flags.token = env;
+  if (const char* env = std::getenv("YOLOHOOK_TOKEN_FILE"); env != nullptr)
+    flags.token_file = env;
   if (absl::Status s = TakeFlags(words, flags); !s.ok()) {
     std::fprintf(stderr, "yolohook: %s\n", std::string(s.message()).c_str());
     return 2;

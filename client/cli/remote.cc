@@ -45,6 +45,14 @@ int Fail(const absl::Status& status) {
 Client::Options ClientOptions(const RemoteFlags& flags) {
   Client::Options options;
   options.target = flags.server;
+  options.token = flags.token;
+  if (!flags.token_file.empty()) {
+    options.token.clear();
+    options.token_file = flags.token_file;
+  }
+  options.tls_ca_file = flags.tls_ca;
+  options.tls_cert_file = flags.tls_cert;
+  options.tls_key_file = flags.tls_key;
   options.subscribe_timeout = absl::Seconds(30);
   return options;
 }

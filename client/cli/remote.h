@@ -21,6 +21,12 @@ struct RemoteFlags {
   std::string events;    // watch: comma-separated event names ("" = all)
   int64_t from_seq = 0;  // watch: first seq (0 = the command's default)
   bool has_from_seq = false;
+  std::string token;       // bearer token ($YOLOHOOK_TOKEN)
+  std::string token_file;  // file holding it (--token_file,
+                           // $YOLOHOOK_TOKEN_FILE); wins over token
+  std::string tls_ca;      // PEM CA of the server's certificate: TLS
+  std::string tls_cert;    // PEM client certificate (mutual TLS)
+  std::string tls_key;     // its PEM private key
 };
 
 // Submits a train/val/predict/export job and follows it, printing what a local

@@ -14,7 +14,10 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "server/common/config.h"
 #include "server/events/conversions.h"
@@ -39,6 +42,93 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& target) {
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       message);
+}
+
+// A file's contents, for option `option`. INVALID_ARGUMENT naming both when
+// it cannot be read or lacks `must_contain`.
+absl::StatusOr<std::string> ReadOptionFile(absl::string_view option,
+                                           const std::string& path,
+                                           absl::string_view must_contain,
+                                           absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Client::Options::", option, " ", path, ": cannot be read"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string data = text.str();
+  if (!absl::StrContains(data, must_contain)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Client::Options::", option, " ", path, ": not ", what));
+  }
+  return data;
+}
+
+// The bearer token and credentials the options ask for.
+absl::Status SetUpSecurity(const Client::Options& options, std::string& token,
+                           std::shared_ptr<grpc::ChannelCredentials>& creds,
+                           grpc::ChannelArguments& args) {
+  token = options.token;
+  if (token.empty() && !options.token_file.empty()) {
+    absl::StatusOr<std::string> text =
+        ReadOptionFile("token_file", options.token_file, "", "");
+    if (!text.ok()) return text.status();
+    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+      line = absl::StripAsciiWhitespace(line);
+      if (!line.empty()) {
+        token = std::string(line);
+        break;
+      }
+    }
+    if (token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Client::Options::token_file ", options.token_file,
+                       ": holds no token"));
+    }
+  }
+  if (options.credentials != nullptr) {
+    creds = options.credentials;
+    return absl::OkStatus();
+  }
+  const bool tls = options.tls || !options.tls_ca_file.empty() ||
+                   !options.tls_cert_file.empty() ||
+                   !options.tls_key_file.empty() ||
+                   !options.tls_server_name.empty();
+  if (!tls) {
+    creds = grpc::InsecureChannelCredentials();
+    return absl::OkStatus();
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "Client::Options::tls_cert_file and tls_key_file go together (mutual "
+        "TLS needs both)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadOptionFile("tls_ca_file", options.tls_ca_file,
+                       "-----BEGIN CERTIFICATE-----", "a PEM certificate");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert =
+        ReadOptionFile("tls_cert_file", options.tls_cert_file,
+                       "-----BEGIN CERTIFICATE-----", "a PEM certificate");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key =
+        ReadOptionFile("tls_key_file", options.tls_key_file, "PRIVATE KEY-----",
+                       "a PEM private key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  creds = grpc::SslCredentials(ssl);
+  return absl::OkStatus();
 }
 
 bool IsTerminal(v1::JobState state) {
@@ -252,13 +342,28 @@ absl::StatusOr<v1::Image> ImageFromFile(const std::string& path) {
 // only after the reader saw the end of the stream.
 class FrameStream::Impl {
  public:
+  // `setup`: the client's option errors; when not OK the stream ends with it
+  // at once, without a call.
   Impl(std::shared_ptr<grpc::Channel> channel, std::string target,
+       const absl::Status& setup, const std::string& token,
        const std::map<std::string, std::string>& args,
        const std::map<std::string, std::string>& labels)
       : target_(std::move(target)),
         stub_(v1::PredictService::NewStub(std::move(channel))) {
+    if (!setup.ok()) {
+      absl::MutexLock write_lock(&write_mu_);
+      absl::MutexLock lock(&mu_);
+      writes_closed_ = true;
+      finished_ = true;
+      status_ = setup;
+      reads_done_ = true;
+      return;
+    }
     first_.mutable_args()->insert(args.begin(), args.end());
     first_.mutable_labels()->insert(labels.begin(), labels.end());
+    if (!token.empty()) {
+      context_.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    }
     stream_ = stub_->PredictStream(&context_);
     reader_ = std::thread([this] { ReadAll(); });
   }
@@ -271,7 +376,7 @@ class FrameStream::Impl {
     }
     if (!finished) Cancel();
     Finish().IgnoreError();
-    reader_.join();
+    if (reader_.joinable()) reader_.join();
   }
 
   bool Send(int64_t index, const std::string& name, std::string data)
@@ -381,9 +486,8 @@ class Client::Impl {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, initial);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, initial);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_backoff);
-    credentials_ = options_.credentials != nullptr
-                       ? options_.credentials
-                       : grpc::InsecureChannelCredentials();
+    setup_ = SetUpSecurity(options_, token_, credentials_, args);
+    if (!setup_.ok()) credentials_ = grpc::InsecureChannelCredentials();
     channel_args_ = args;
     channel_ =
         grpc::CreateCustomChannel(options_.target, credentials_, channel_args_);
@@ -395,7 +499,14 @@ class Client::Impl {
 
   // --- Jobs.
 
+  void Authorize(grpc::ClientContext& context) const {
+    if (!token_.empty()) {
+      context.AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+    }
+  }
+
   void Prepare(grpc::ClientContext& context) const {
+    Authorize(context);
     if (options_.rpc_timeout != absl::InfiniteDuration())
       context.set_deadline(
           absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
@@ -410,6 +521,7 @@ class Client::Impl {
     request.mutable_args()->insert(args.begin(), args.end());
     request.mutable_labels()->insert(labels.begin(), labels.end());
     for (const v1::Image& image : images) *request.add_images() = image;
+    if (!setup_.ok()) return setup_;
     grpc::ClientContext context;
     Prepare(context);
     v1::Job job;
@@ -421,6 +533,7 @@ class Client::Impl {
   absl::StatusOr<v1::Job> Get(const std::string& id) {
     v1::GetJobRequest request;
     request.set_id(id);
+    if (!setup_.ok()) return setup_;
     grpc::ClientContext context;
     Prepare(context);
     v1::Job job;
@@ -436,6 +549,7 @@ class Client::Impl {
                                            query.labels.end());
     request.set_page_size(query.page_size);
     request.set_page_token(query.page_token);
+    if (!setup_.ok()) return setup_;
     grpc::ClientContext context;
     Prepare(context);
     v1::ListJobsResponse response;
@@ -447,6 +561,7 @@ class Client::Impl {
   absl::StatusOr<v1::Job> Cancel(const std::string& id) {
     v1::CancelJobRequest request;
     request.set_id(id);
+    if (!setup_.ok()) return setup_;
     grpc::ClientContext context;
     Prepare(context);
     v1::Job job;
@@ -463,6 +578,7 @@ class Client::Impl {
     request.mutable_args()->insert(args.begin(), args.end());
     request.mutable_labels()->insert(labels.begin(), labels.end());
     for (const v1::Image& image : images) *request.add_images() = image;
+    if (!setup_.ok()) return setup_;
     grpc::ClientContext context;
     Prepare(context);
     v1::PredictResponse response;
@@ -476,13 +592,14 @@ class Client::Impl {
       const std::map<std::string, std::string>& labels) {
     return std::unique_ptr<FrameStream>(
         new FrameStream(std::make_unique<FrameStream::Impl>(
-            channel_, options_.target, args, labels)));
+            channel_, options_.target, setup_, token_, args, labels)));
   }
 
   // --- Subscriptions.
 
   absl::StatusOr<std::string> Subscribe(const std::vector<std::string>& names,
                                         Callback fn, CallbackOptions options) {
+    if (!setup_.ok()) return setup_;
     if (!fn) return absl::InvalidArgumentError("empty callback function");
     for (const std::string& name : names) {
       absl::StatusOr<Event> e = EventFromName(name);
@@ -819,6 +936,7 @@ class Client::Impl {
     while (true) {
       auto conn = std::make_shared<Connection>();
       conn->context.set_wait_for_ready(true);
+      Authorize(conn->context);
       std::vector<v1::ClientMessage> subscribes;
       bool fresh;
       {
@@ -871,12 +989,22 @@ class Client::Impl {
         }
       }
       for (Item& item : unsubscribed) Enqueue(std::move(item), /*wait=*/false);
-      conn->context.TryCancel();
-      {
-        absl::MutexLock lock(&conn->write_mu);
-        conn->closed = true;
+      // A write still in flight is cancelled so that it returns; otherwise
+      // the call is left alone, so that Finish reports the server's status
+      // (e.g. UNAUTHENTICATED) rather than a local CANCELLED.
+      if (!conn->write_mu.TryLock()) {
+        conn->context.TryCancel();
+        conn->write_mu.Lock();
       }
+      conn->closed = true;
+      conn->write_mu.Unlock();
       grpc::Status status = conn->stream->Finish();
+      if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+          status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+        // Retrying with the same token cannot help: the subscriptions end
+        // with the refusal (AddCallback returns it).
+        EndAll(FromGrpc(status, options_.target));
+      }
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
       if (!reported) {
@@ -894,6 +1022,21 @@ class Client::Impl {
       backoff = std::min(backoff * options_.reconnect_multiplier,
                          options_.reconnect_max_backoff);
     }
+  }
+
+  // Ends every subscription not yet ending with `status`.
+  void EndAll(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::vector<Item> ended;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& [id, sub] : subs_) {
+        if (sub->ending) continue;
+        sub->ending = true;
+        sub->end_status = status;
+        ended.push_back(Item{Item::kEnded, sub, nullptr, {}, status});
+      }
+    }
+    for (Item& item : ended) Enqueue(std::move(item), /*wait=*/false);
   }
 
   void Handle(const std::shared_ptr<Connection>& conn,
@@ -1091,6 +1234,8 @@ class Client::Impl {
 
   const Options options_;
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  absl::Status setup_;  // the options' problem (files), reported by each call
+  std::string token_;   // the bearer token ("" = none)
   grpc::ChannelArguments channel_args_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> jobs_;

@@ -79,8 +79,24 @@ class Client {
  public:
   struct Options {
     std::string target = "127.0.0.1:50051";  // the server, host:port
-    // Channel credentials; null: insecure.
+    // Channel credentials; null: built from the tls fields below (plaintext
+    // when none is set). When set, the tls fields are ignored.
     std::shared_ptr<grpc::ChannelCredentials> credentials;
+    // Bearer token sent with every call (metadata "authorization: Bearer
+    // <token>"); empty: the one in token_file, else none.
+    std::string token;
+    // A file holding the token (its first non-blank line); read at
+    // construction when token is empty.
+    std::string token_file;
+    // TLS with the system's root certificates. Also on when any tls_ field
+    // below is set.
+    bool tls = false;
+    std::string tls_ca_file;    // PEM root CA that signed the server's cert
+    std::string tls_cert_file;  // PEM client certificate (mutual TLS)
+    std::string tls_key_file;   // PEM private key of tls_cert_file
+    // The name to check the server's certificate against ("" = the target's
+    // host), e.g. when connecting through an address the cert does not name.
+    std::string tls_server_name;
     // Deadline of each unary call (Submit, Get, List, Cancel, Predict).
     absl::Duration rpc_timeout = absl::Minutes(5);
     // Largest message sent or received (inline images, results).
@@ -108,7 +124,10 @@ class Client {
     std::function<void(const absl::Status&)> on_error;
   };
 
-  // Connects lazily: no RPC is made until the first call.
+  // Connects lazily: no RPC is made until the first call. Files named in the
+  // options are read here; if one cannot be used (missing, not PEM, a
+  // certificate without its key), every call returns INVALID_ARGUMENT naming
+  // the option and file.
   Client();
   explicit Client(Options options);
   // Stop().

@@ -26,11 +26,17 @@ namespace {
 constexpr char kUsage[] =
     R"(usage: yolohook_keep_confident [--server=HOST:PORT] [--label=KEY=VALUE]
                                [--min_conf=0.5] [--rename=OLD=NEW] [--count=N]
+                               [--token_file=FILE] [--tls_ca=CA.pem]
+                               [--tls_cert=CLIENT.pem --tls_key=CLIENT.key]
 
 Intercepts on_predict_postprocess_end of the jobs carrying the label (every
 job without --label), drops boxes below --min_conf and renames classes.
 --server defaults to $YOLOHOOK_SERVER, else 127.0.0.1:50051. --rename and
 --label may repeat. Stops on Ctrl-C or after --count batches.
+
+Authentication and TLS as for yolohook: --token_file=FILE (or
+$YOLOHOOK_TOKEN_FILE, $YOLOHOOK_TOKEN; intercepting needs role operator),
+--tls_ca=CA.pem, and for mutual TLS --tls_cert=CLIENT.pem --tls_key=CLIENT.key.
 )";
 
 std::atomic<bool> g_stop{false};
@@ -48,6 +54,13 @@ int main(int argc, char** argv) {
   yolohook::Client::Options options;
   if (const char* env = std::getenv("YOLOHOOK_SERVER"); env != nullptr && *env)
     options.target = env;
+  if (const char* env = std::getenv("YOLOHOOK_TOKEN"); env != nullptr && *env)
+    options.token = env;
+  if (const char* env = std::getenv("YOLOHOOK_TOKEN_FILE");
+      env != nullptr && *env) {
+    options.token.clear();
+    options.token_file = env;
+  }
   yolohook::KeepConfidentOptions keep;
   yolohook::CallbackOptions callback;
   callback.mode = yolohook::CallbackOptions::kIntercept;
@@ -65,6 +78,15 @@ int main(int argc, char** argv) {
     const absl::string_view value = arg.substr(eq + 1);
     if (key == "server") {
       options.target = std::string(value);
+    } else if (key == "token_file") {
+      options.token.clear();
+      options.token_file = std::string(value);
+    } else if (key == "tls_ca") {
+      options.tls_ca_file = std::string(value);
+    } else if (key == "tls_cert") {
+      options.tls_cert_file = std::string(value);
+    } else if (key == "tls_key") {
+      options.tls_key_file = std::string(value);
     } else if (key == "label") {
       const size_t e = value.find('=');
       if (e == absl::string_view::npos || e == 0)

@@ -1,6 +1,7 @@
 // The Kubernetes manifests and the Dockerfile agree with the server: ports,
 // the health probe, the data directory, the flag file (every flag one that
-// yolohookd documents) and the address clients in the cluster use.
+// yolohookd documents), the address clients in the cluster use, and the
+// bearer tokens (the server's token file and the tokens the Jobs send).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/auth/token_store.h"
 
 namespace yolohook {
 namespace {
@@ -59,9 +62,9 @@ YAML::Node Container(const YAML::Node& workload) {
 }
 
 TEST(ManifestsTest, EveryManifestParsesWithKindAndName) {
-  for (const char* file :
-       {"configmap.yaml", "pvc.yaml", "deployment.yaml", "service.yaml",
-        "train-job.yaml", "hook-job.yaml", "python-hook-job.yaml"}) {
+  for (const char* file : {"configmap.yaml", "pvc.yaml", "deployment.yaml",
+                           "service.yaml", "secret.yaml", "train-job.yaml",
+                           "hook-job.yaml", "python-hook-job.yaml"}) {
     YAML::Node doc;
     ASSERT_NO_THROW(doc = YAML::LoadFile(K8s(file))) << file;
     EXPECT_TRUE(doc["apiVersion"].IsScalar()) << file;
@@ -190,6 +193,64 @@ TEST(ManifestsTest, MetricsPortIsExposedAndAnnotatedForPrometheus) {
       exposed |= p == std::to_string(port);
   }
   EXPECT_TRUE(exposed) << "the Dockerfile does not EXPOSE " << port;
+}
+
+TEST(ManifestsTest, TokenFileIsMountedFromTheSecretAndJobsSendOperatorTokens) {
+  const std::map<std::string, std::string> flags = Flags();
+  // Listening on 0.0.0.0 needs a token file (or --insecure, not wanted here).
+  ASSERT_EQ(flags.count("token_file"), 1u);
+  EXPECT_EQ(flags.count("insecure"), 0u);
+  const std::string token_file = flags.at("token_file");
+  const std::string dir = token_file.substr(0, token_file.rfind('/'));
+  const std::string file = token_file.substr(token_file.rfind('/') + 1);
+
+  YAML::Node secret = YAML::LoadFile(K8s("secret.yaml"));
+  const std::string secret_name = secret["metadata"]["name"].as<std::string>();
+  YAML::Node data = secret["stringData"];
+
+  // The Deployment mounts the Secret's token file where the flag points.
+  YAML::Node deployment = YAML::LoadFile(K8s("deployment.yaml"));
+  YAML::Node pod = deployment["spec"]["template"]["spec"];
+  std::string volume;
+  for (const YAML::Node& m : Container(deployment)["volumeMounts"]) {
+    if (m["mountPath"].as<std::string>() == dir)
+      volume = m["name"].as<std::string>();
+  }
+  ASSERT_FALSE(volume.empty()) << "nothing mounted at " << dir;
+  std::string key;
+  for (const YAML::Node& v : pod["volumes"]) {
+    if (v["name"].as<std::string>() != volume) continue;
+    ASSERT_TRUE(v["secret"]) << volume << " is not a Secret volume";
+    EXPECT_EQ(v["secret"]["secretName"].as<std::string>(), secret_name);
+    for (const YAML::Node& item : v["secret"]["items"]) {
+      if (item["path"].as<std::string>() == file)
+        key = item["key"].as<std::string>();
+    }
+  }
+  ASSERT_FALSE(key.empty()) << "the Secret volume has no item " << file;
+  ASSERT_TRUE(data[key]) << "the Secret has no key " << key;
+  absl::StatusOr<auth::TokenStore> tokens =
+      auth::TokenStore::Parse(data[key].as<std::string>(), "secret.yaml");
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+
+  // Each Job sends a token from the Secret that may submit and intercept.
+  for (const char* job :
+       {"train-job.yaml", "hook-job.yaml", "python-hook-job.yaml"}) {
+    std::string token;
+    for (const YAML::Node& env : Container(YAML::LoadFile(K8s(job)))["env"]) {
+      if (env["name"].as<std::string>() != "YOLOHOOK_TOKEN") continue;
+      YAML::Node ref = env["valueFrom"]["secretKeyRef"];
+      ASSERT_TRUE(ref) << job << ": YOLOHOOK_TOKEN does not come from a Secret";
+      EXPECT_EQ(ref["name"].as<std::string>(), secret_name) << job;
+      ASSERT_TRUE(data[ref["key"].as<std::string>()]) << job;
+      token = data[ref["key"].as<std::string>()].as<std::string>();
+    }
+    ASSERT_FALSE(token.empty()) << job << " sends no YOLOHOOK_TOKEN";
+    std::optional<auth::Principal> who = tokens->Find(token);
+    ASSERT_TRUE(who.has_value()) << job << "'s token is not in the token file";
+    EXPECT_TRUE(auth::Allows(who->role, auth::Role::kOperator))
+        << job << " runs as " << auth::RoleName(who->role);
+  }
 }
 
 TEST(ManifestsTest, DockerfileServesWhatTheManifestsExpect) {

@@ -17,6 +17,7 @@
 #include "server/service/server.h"
 #include "tests/client/stream_runner.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/test_certs.h"
 
 namespace yolohook::cli {
 namespace {
@@ -218,6 +219,53 @@ TEST_F(CliRemoteTest, JobsWatchAndCancel) {
   EXPECT_EQ(RunWatch(flags_, {job->id()}), 1);
   EXPECT_EQ(RunCancel(flags_, {job->id()}), 1);  // already finished
   EXPECT_EQ(RunCancel(flags_, {}), 1);
+}
+
+TEST(CliAuthTest, TokensAndTlsFilesReachTheServer) {
+  testing::TempDir dir;
+  auto certs = testing::MakeTestCerts(dir.path());
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  WriteFile(dir.Sub("tokens.csv"),
+            "op-token,ci,operator\nview-token,dash,viewer\n");
+  WriteFile(dir.Sub("op.token"), "op-token\n");
+  testing::StreamRunner runner;
+  service::Server::Options options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = dir.Sub("server");
+  options.runner = &runner;
+  options.token_file = dir.Sub("tokens.csv");
+  options.tls_cert = certs->server_cert;
+  options.tls_key = certs->server_key;
+  auto server = service::Server::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  RemoteFlags flags;
+  flags.server = (*server)->address();
+  flags.tls_ca = certs->ca;
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunJobs(flags, {}), 1);  // no token
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(),
+              HasSubstr("missing bearer token"));
+
+  flags.token = "view-token";
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(RunJobs(flags, {}), 0);
+  ::testing::internal::GetCapturedStdout();
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunCancel(flags, {"job-1"}), 1);
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(),
+              HasSubstr("needs role operator"));
+
+  // The token file wins over the token.
+  flags.token_file = dir.Sub("op.token");
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(RunRemoteJob(flags, Mode::kTrain, {{"epochs", "1"}}), 0);
+  ::testing::internal::GetCapturedStdout();
+
+  flags.tls_ca.clear();  // plaintext against a TLS server
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunJobs(flags, {}), 1);
+  ::testing::internal::GetCapturedStderr();
 }
 
 }  // namespace

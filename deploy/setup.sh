@@ -4,8 +4,11 @@
 # the lockfile), then configures and builds the project into build/ (or
 # $YOLOHOOK_BUILD_DIR).
 #
-#   deploy/setup.sh            install what is missing, build everything
-#   deploy/setup.sh --deps     install what is missing, do not build
+#   deploy/setup.sh              install what is missing, build everything
+#   deploy/setup.sh --deps       install what is missing, do not build
+#   deploy/setup.sh --build-deps install only what building the programs needs
+#                                (no test tools, browser or npm packages; the
+#                                container image's build stage)
 #
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
@@ -13,18 +16,31 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${YOLOHOOK_BUILD_DIR:-$root/build}
 
-# Build and runtime packages, all from Debian 12.
+mode=${1:-}
+case "$mode" in
+  "" | --deps | --build-deps) ;;
+  *) echo "setup: unknown option '$mode' (expected --deps or --build-deps)" >&2; exit 2 ;;
+esac
+
+# Packages that building yolohookd, the CLI and the Python package needs, all
+# from Debian 12.
 packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopencv-dev libyaml-cpp-dev libsqlite3-dev libonnx-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
+  python3
+)
+# And what the tests and benchmarks need besides.
+test_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev openssl
-  python3 python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf
   chromium
 )
 
 # Directories with a package-lock.json whose packages `npm ci` installs.
 npm_dirs=(client/node tests/dashboard)
+
+[ "$mode" = --build-deps ] || packages+=("${test_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,8 +48,10 @@ for p in "${packages[@]}"; do
 done
 # Node.js and npm from Debian, unless some node / npm is already installed (a
 # Node.js from elsewhere bundles its own npm, which Debian's npm conflicts with).
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+if [ "$mode" != --build-deps ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo=""
@@ -59,13 +77,14 @@ npm_installed() {
     for (const p of Object.keys(have)) if (!(p in want)) process.exit(1);
   ' "$1"
 }
+[ "$mode" = --build-deps ] && exit 0
 for d in "${npm_dirs[@]}"; do
   npm_installed "$root/$d" && continue
   echo "setup: npm ci in $d"
   (cd "$root/$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 done
 
-[ "${1:-}" = "--deps" ] && exit 0
+[ "$mode" = --deps ] && exit 0
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

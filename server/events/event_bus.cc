@@ -18,6 +18,7 @@
 #include "server/events/event_bus.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <deque>
 #include <set>
 #include <thread>
@@ -28,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/arena.h"
+#include "server/events/audit.h"
 #include "server/events/conversions.h"
 
 namespace yolohook::events {
@@ -382,6 +384,9 @@ class StreamImpl : public Stream,
                     NotifyList& notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(bus_->mu_);
 
+  // Writes the audit line of a reply (without bus locks held).
+  void Audit(const AuditEntry& entry) const;
+
   BusCore* const bus_;
   const std::function<void()> on_ready_;
   const std::string client_;  // who the stream belongs to
@@ -539,9 +544,11 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
     if (active_.count(id))
       return invalid("duplicate subscription_id on this stream");
     if (active_.size() >= bus_->options_.max_subscriptions_per_stream) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("subscription \"", id, "\": this stream already has ",
-                       active_.size(), " subscriptions (the maximum)"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "subscription \"", id, "\": this stream already has ", active_.size(),
+          " subscriptions, the limit per stream (yolohookd "
+          "--max_subscriptions); unsubscribe one or open another "
+          "stream"));
     }
     sub->order = bus_->next_order_++;
     auto ack = std::make_shared<v1::ServerMessage>();
@@ -615,6 +622,17 @@ absl::Status StreamImpl::Unsubscribe(const std::string& subscription_id) {
   return absl::OkStatus();
 }
 
+void StreamImpl::Audit(const AuditEntry& entry) const {
+  const std::string line = FormatAuditLine(entry);
+  if (bus_->options_.audit_log) {
+    bus_->options_.audit_log(line);
+  } else {
+    // One write per line keeps concurrent lines whole.
+    std::fputs(absl::StrCat(line, "\n").c_str(), stdout);
+    std::fflush(stdout);
+  }
+}
+
 v1::ReplyResult StreamImpl::Reply(const v1::Reply& reply) {
   absl::Duration round_trip = -absl::InfiniteDuration();
   v1::ReplyResult result = ReplyOnce(reply, &round_trip);
@@ -630,43 +648,59 @@ v1::ReplyResult StreamImpl::ReplyOnce(const v1::Reply& reply,
   result.set_subscription_id(reply.subscription_id());
   result.set_job_id(reply.job_id());
   result.set_seq(reply.seq());
-  absl::MutexLock lock(&bus_->mu_);
-  auto it = active_.find(reply.subscription_id());
-  RoundTrip* trip = nullptr;
-  if (it != active_.end()) {
-    auto p = it->second->pending.find({reply.job_id(), reply.seq()});
-    if (p != it->second->pending.end() &&
-        p->second->state == RoundTrip::State::kWaiting) {
-      trip = p->second;
+  AuditEntry audit;
+  audit.client = client_;
+  audit.job_id = reply.job_id();
+  audit.seq = reply.seq();
+  audit.subscription_id = reply.subscription_id();
+  {
+    absl::MutexLock lock(&bus_->mu_);
+    auto it = active_.find(reply.subscription_id());
+    RoundTrip* trip = nullptr;
+    if (it != active_.end()) {
+      auto p = it->second->pending.find({reply.job_id(), reply.seq()});
+      if (p != it->second->pending.end() &&
+          p->second->state == RoundTrip::State::kWaiting) {
+        trip = p->second;
+      }
     }
-  }
-  if (trip == nullptr) {
-    ++bus_->stats_.replies_rejected;
-    result.set_reason(absl::StrCat(
-        "no event of job \"", reply.job_id(), "\" seq ", reply.seq(),
-        " awaits a reply on subscription \"", reply.subscription_id(),
-        "\" (late, duplicate or unknown)"));
-    return result;
-  }
-  // A rejected reply ends the round trip too, without changes: the failure
-  // mode is for silence (timeouts, disconnects), not for a wrong answer.
-  trip->state = RoundTrip::State::kReplied;
-  *round_trip = absl::Now() - trip->real_sent;
-  it->second->pending.erase({reply.job_id(), reply.seq()});
-  bus_->cv_.SignalAll();
-  for (int i = 0; i < reply.mutations_size(); ++i) {
-    absl::Status status = ValidateMutation(reply.mutations(i), *trip->ctx);
-    if (!status.ok()) {
+    if (trip == nullptr) {
       ++bus_->stats_.replies_rejected;
-      ++bus_->stats_.mutations_rejected;
-      result.set_reason(absl::StrCat("mutation ", i, ": ", status.message()));
-      return result;
+      result.set_reason(absl::StrCat(
+          "no event of job \"", reply.job_id(), "\" seq ", reply.seq(),
+          " awaits a reply on subscription \"", reply.subscription_id(),
+          "\" (late, duplicate or unknown)"));
+    } else {
+      audit.event = trip->event_name;
+      // A rejected reply ends the round trip too, without changes: the
+      // failure mode is for silence (timeouts, disconnects), not for a wrong
+      // answer.
+      trip->state = RoundTrip::State::kReplied;
+      *round_trip = absl::Now() - trip->real_sent;
+      it->second->pending.erase({reply.job_id(), reply.seq()});
+      bus_->cv_.SignalAll();
+      for (int i = 0; i < reply.mutations_size(); ++i) {
+        absl::Status status = ValidateMutation(reply.mutations(i), *trip->ctx);
+        if (!status.ok()) {
+          ++bus_->stats_.replies_rejected;
+          ++bus_->stats_.mutations_rejected;
+          result.set_reason(
+              absl::StrCat("mutation ", i, ": ", status.message()));
+          break;
+        }
+      }
+      if (result.reason().empty()) {
+        for (const v1::Mutation& mutation : reply.mutations()) {
+          audit.changes.push_back(SummarizeMutation(mutation, *trip->ctx));
+          ApplyMutation(mutation, *trip->ctx);
+        }
+        ++bus_->stats_.replies_applied;
+        result.set_applied(true);
+      }
     }
   }
-  for (const v1::Mutation& mutation : reply.mutations())
-    ApplyMutation(mutation, *trip->ctx);
-  ++bus_->stats_.replies_applied;
-  result.set_applied(true);
+  audit.rejected = result.reason();
+  Audit(audit);
   return result;
 }
 

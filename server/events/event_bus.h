@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/callbacks/callbacks.h"
 #include "server/callbacks/state.h"
@@ -84,7 +85,9 @@ class Stream {
   // awaits nothing (late, duplicate, unknown) is rejected and counted. The
   // returned ReplyResult is for the transport to send. A reply whose mutations
   // are rejected still ends that round trip, without changes: the failure mode
-  // is for silence (timeouts, disconnects), not for a wrong answer.
+  // is for silence (timeouts, disconnects), not for a wrong answer. Every
+  // reply writes one audit line (Options::audit_log): what changed, or why
+  // nothing did.
   virtual v1::ReplyResult Reply(const v1::Reply& reply) = 0;
 
   // More time for one awaited event, once per event, capped by the bus's
@@ -162,6 +165,9 @@ class EventBus {
     // queueing the event for the interceptor to its reply (metrics). Called
     // on the replying thread without bus locks; must be cheap. May be null.
     std::function<void(absl::Duration)> on_round_trip;
+    // Receives the audit line of every reply (see audit.h), without the
+    // trailing newline; called without bus locks held. Null: stdout.
+    std::function<void(absl::string_view line)> audit_log;
   };
 
   explicit EventBus(Options options);
@@ -169,7 +175,8 @@ class EventBus {
 
   // A client stream. `on_ready` is called (from any thread, without bus locks
   // held) when Next() may have something new; it must not block. `client`
-  // names who the stream belongs to (the authenticated name, or an address).
+  // names who the stream belongs to (the authenticated name, or an address)
+  // in logs, such as the audit line of each reply.
   std::shared_ptr<Stream> Connect(std::function<void()> on_ready,
                                   std::string client = "");
 

@@ -1,9 +1,9 @@
 #include "server/events/event_bus.h"
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
-#include <limits>
 #include <thread>
 #include <vector>
 
@@ -83,10 +83,12 @@ class FakeLog : public EventLog {
 class Client {
  public:
   explicit Client(EventBus& bus)
-      : stream_(bus.Connect([this] {
-          absl::MutexLock lock(&mu_);
-          ++ready_;
-        })) {}
+      : stream_(bus.Connect(
+            [this] {
+              absl::MutexLock lock(&mu_);
+              ++ready_;
+            },
+            "test-client")) {}
 
   Stream& stream() { return *stream_; }
 
@@ -384,7 +386,8 @@ TEST_F(EventBusTest, StatsCountSentEventsRejectedMutationsAndRoundTrips) {
   // Not finite: rejected, and the round trip ends.
   EXPECT_FALSE(
       interceptor.stream()
-          .Reply(ReplyTo(first, {Log("x", std::numeric_limits<double>::infinity())}))
+          .Reply(ReplyTo(first,
+                         {Log("x", std::numeric_limits<double>::infinity())}))
           .applied());
   t.join();
   std::thread t2([&] { bus.Publish("a", job.ctx); });
@@ -618,6 +621,54 @@ TEST_F(EventBusTest, SpuriousReplyIsRejectedAndCounted) {
   EXPECT_FALSE(result.applied());
   EXPECT_THAT(result.reason(), HasSubstr("seq 99"));
   EXPECT_EQ(bus.stats().replies_rejected, 1);
+}
+
+TEST_F(EventBusTest, EveryReplyWritesOneAuditLine) {
+  EventBus::Options o = Opts();
+  absl::Mutex mu;
+  std::vector<std::string> lines;
+  o.audit_log = [&](absl::string_view line) {
+    absl::MutexLock lock(&mu);
+    lines.emplace_back(line);
+  };
+  EventBus bus(o);
+  bus.StartJob("a", {}, {});
+  Client interceptor(bus);
+  ASSERT_TRUE(
+      interceptor.stream().Subscribe(Intercept("i", absl::Seconds(30))).ok());
+  TrainerJob job;
+  job.state.hyperparameters = {{"lr0", 0.01}};
+
+  std::thread t([&] { bus.Publish("a", job.ctx); });
+  const v1::Event event = interceptor.AwaitEvent();
+  v1::Mutation lr;
+  (*lr.mutable_set_hyperparameters()->mutable_values())["lr0"] = 0.02;
+  ASSERT_TRUE(interceptor.stream()
+                  .Reply(ReplyTo(event, {Stop(), Log("custom/x", 1.5), lr}))
+                  .applied());
+  t.join();
+
+  std::thread t2([&] { bus.Publish("a", job.ctx); });
+  const v1::Event second = interceptor.AwaitEvent();
+  v1::Mutation bad;
+  (*bad.mutable_set_hyperparameters()->mutable_values())["lr"] = 0.02;
+  EXPECT_FALSE(interceptor.stream().Reply(ReplyTo(second, {bad})).applied());
+  t2.join();
+  v1::Reply spurious = ReplyTo(second, {Stop()});
+  spurious.set_seq(99);
+  EXPECT_FALSE(interceptor.stream().Reply(spurious).applied());
+
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0],
+            "[a] audit: client=test-client event=on_train_epoch_end seq=1 "
+            "subscription=i applied: stop_training=true (\"enough\"); "
+            "metrics+={custom/x:1.5}; hyperparameters lr0 0.01->0.02");
+  EXPECT_THAT(lines[1], HasSubstr("[a] audit: client=test-client "
+                                  "event=on_train_epoch_end seq=2 "
+                                  "subscription=i rejected: mutation 0: "));
+  EXPECT_THAT(lines[1], HasSubstr("lr"));
+  EXPECT_THAT(lines[2], HasSubstr("seq=99 subscription=i rejected: no event"));
 }
 
 TEST_F(EventBusTest, InterceptorSubscribedAfterEventFiredIsNotConsulted) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -60,6 +61,17 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(bool, insecure, false,
           "serve a non-loopback --listen or --http_listen address without "
           "--token_file");
+ABSL_FLAG(std::vector<std::string>, allowed_roots, {},
+          "directories besides --data_dir that jobs may name (datasets, "
+          "models), comma-separated; every path a job names must resolve "
+          "inside one of them");
+ABSL_FLAG(int, max_subscriptions, 64,
+          "subscriptions on one Connect stream before Subscribe answers "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_images, 256,
+          "inline images in one SubmitJob or Predict request");
+ABSL_FLAG(int64_t, max_image_pixels, 40000000,
+          "width x height of an inline image or a PredictStream frame");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -101,6 +113,12 @@ int main(int argc, char** argv) {
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.allowed_roots = absl::GetFlag(FLAGS_allowed_roots);
+  options.max_subscriptions =
+      static_cast<size_t>(std::max(absl::GetFlag(FLAGS_max_subscriptions), 1));
+  options.max_images = std::max(absl::GetFlag(FLAGS_max_images), 1);
+  options.max_image_pixels =
+      std::max<int64_t>(absl::GetFlag(FLAGS_max_image_pixels), 1);
   auto server = yolohook::service::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "yolohookd: %s\n",

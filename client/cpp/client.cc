@@ -40,6 +40,15 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& target) {
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     message = absl::StrCat("yolohookd at ", target, ": ", message);
   }
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      absl::StrContains(message, "message larger than max")) {
+    // gRPC's own words name neither limit.
+    absl::StrAppend(&message,
+                    " (bytes; requests are limited by yolohookd "
+                    "--max_message_mb, this client by "
+                    "Client::Options::max_message_bytes: send fewer or "
+                    "smaller images per request, or raise the limits)");
+  }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       message);
 }

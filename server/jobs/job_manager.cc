@@ -12,13 +12,61 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "server/common/image_header.h"
 #include "server/common/status_macros.h"
 
 namespace yolohook::jobs {
 namespace {
 
+using Args = std::map<std::string, std::string>;
+
 constexpr char kRestartedError[] = "server restarted";
 constexpr char kShutdownError[] = "server shut down";
+
+std::string Elapsed(const JobRecord& record) {
+  if (record.start_time == absl::InfinitePast()) return "";
+  return absl::StrFormat(
+      "%.1fs", absl::ToDoubleSeconds(record.end_time - record.start_time));
+}
+
+// What a finished job's log line adds to its state.
+std::string FinishDetail(const JobRecord& record,
+                         const std::string& cancel_reason) {
+  const std::string elapsed = Elapsed(record);
+  switch (record.state) {
+    case JobState::kSucceeded: {
+      std::string detail = elapsed.empty() ? "" : absl::StrCat(" in ", elapsed);
+      for (const auto& [key, name] : {std::pair<const char*, const char*>{
+                                          "metrics/mAP50-95(B)", "mAP50-95"},
+                                      {"metrics/mAP50(B)", "mAP50"}}) {
+        auto it = record.metrics.find(key);
+        if (it != record.metrics.end())
+          absl::StrAppend(&detail, ", ", name, " ",
+                          absl::StrFormat("%.4g", it->second));
+      }
+      if (record.mode == Mode::kPredict) {
+        size_t boxes = 0;
+        for (const Result& r : record.results) boxes += r.boxes.size();
+        if (!record.results.empty())
+          absl::StrAppend(&detail, ", ", record.results.size(), " images, ",
+                          boxes, " boxes");
+      }
+      for (const Artifact& artifact : record.artifacts) {
+        if (record.mode == Mode::kExport)
+          absl::StrAppend(&detail, ", ", artifact.path);
+      }
+      if (!record.save_dir.empty())
+        absl::StrAppend(&detail, ", ", record.save_dir);
+      return detail;
+    }
+    case JobState::kCancelled:
+      return absl::StrCat(elapsed.empty() ? "" : " after ", elapsed, ": ",
+                          cancel_reason.empty() ? record.error : cancel_reason);
+    default:
+      return absl::StrCat(elapsed.empty() ? "" : " after ", elapsed, ": ",
+                          record.error);
+  }
+}
 
 }  // namespace
 
@@ -76,24 +124,51 @@ void JobManager::Log(const std::string& id, absl::string_view line) const {
   }
 }
 
-absl::Status JobManager::Validate(
+void JobManager::LogState(const JobRecord& record,
+                          absl::string_view detail) const {
+  Log(record.id, absl::StrCat(ModeName(record.mode), " ",
+                              JobStateName(record.state), detail));
+}
+
+absl::StatusOr<std::map<std::string, std::string>> JobManager::Validate(
     Mode mode, const std::map<std::string, std::string>& args,
     const std::vector<engine::InputImage>& images) const {
   absl::StatusOr<Config> config = MakeConfig(mode, args);
   if (!config.ok()) {
     return absl::InvalidArgumentError(config.status().message());
   }
+  std::map<std::string, std::string> confined = args;
+  if (options_.paths != nullptr) {
+    YH_ASSIGN_OR_RETURN(confined, options_.paths->ConfineArgs(mode, args));
+  }
   if (!images.empty() && mode != Mode::kPredict) {
     return absl::InvalidArgumentError(absl::StrCat(
         "images: inline images are for predict jobs, not ", ModeName(mode)));
   }
-  for (size_t i = 0; i < images.size(); ++i) {
-    if (images[i].data.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "images[", i, "] (\"", images[i].name, "\"): empty image data"));
-    }
+  if (options_.max_images > 0 &&
+      images.size() > static_cast<size_t>(options_.max_images)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("images: ", images.size(),
+                     " images in one request, more than the limit of ",
+                     options_.max_images, " (yolohookd --max_images)"));
   }
-  return absl::OkStatus();
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::string what =
+        absl::StrCat("images[", i, "] (\"", images[i].name, "\")");
+    if (images[i].data.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": empty image data"));
+    }
+    YH_RETURN_IF_ERROR(
+        CheckImageSize(what, images[i].data, options_.max_image_pixels));
+  }
+  return confined;
+}
+
+absl::Status JobManager::CheckFrame(int64_t index, absl::string_view name,
+                                    absl::string_view data) const {
+  return CheckImageSize(absl::StrCat("frame ", index, " (\"", name, "\")"),
+                        data, options_.max_image_pixels);
 }
 
 std::string JobManager::NewIdLocked() {
@@ -123,8 +198,9 @@ void JobManager::PersistLocked(const JobRecord& record) {
 absl::Status JobManager::Recover() {
   YH_ASSIGN_OR_RETURN(std::vector<JobRecord> unfinished,
                       store_->MarkRunningInterrupted(Now()));
-  for (const JobRecord& job : unfinished) {
-    Log(job.id, absl::StrCat("INTERRUPTED: ", kRestartedError));
+  for (JobRecord job : unfinished) {
+    job.state = JobState::kInterrupted;
+    LogState(job, absl::StrCat(": ", kRestartedError));
   }
   if (!options_.resume_interrupted) return absl::OkStatus();
   // Jobs a clean shutdown interrupted are resumed as well.
@@ -162,7 +238,7 @@ absl::Status JobManager::Recover() {
       ++queued_;
     }
     if (bus_ != nullptr) bus_->StartJob(job.id, job.labels, job.args);
-    Log(job.id, absl::StrCat("resuming from ", last));
+    LogState(job, absl::StrCat(", resuming from ", last));
     absl::MutexLock lock(&mu_);
     queue_.push_back(job.id);
   }
@@ -173,9 +249,10 @@ absl::StatusOr<JobRecord> JobManager::Submit(
     Mode mode, const std::map<std::string, std::string>& args,
     const std::map<std::string, std::string>& labels,
     std::vector<engine::InputImage> images) {
-  YH_RETURN_IF_ERROR(Validate(mode, args, images));
+  YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, images));
   auto active = std::make_shared<Active>();
   JobRecord record;
+  int position = 0;  // among the jobs waiting, this one included
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) {
@@ -184,12 +261,13 @@ absl::StatusOr<JobRecord> JobManager::Submit(
     if (queued_ >= options_.max_queued) {
       return absl::ResourceExhaustedError(
           absl::StrCat("the job queue is full (", options_.max_queued,
-                       " jobs waiting); retry when a job has started"));
+                       " jobs waiting, the limit set by yolohookd "
+                       "--max_queued); retry when a job has started"));
     }
     record.id = NewIdLocked();
     record.mode = mode;
     record.state = JobState::kQueued;
-    record.args = args;
+    record.args = checked;
     record.labels = labels;
     record.create_time = Now();
     YH_RETURN_IF_ERROR(store_->Put(record));
@@ -197,9 +275,12 @@ absl::StatusOr<JobRecord> JobManager::Submit(
     active->images = std::move(images);
     active_[record.id] = active;
     ++queued_;
+    position = queued_;
   }
   // The bus learns of the job before any worker can publish its events.
-  if (bus_ != nullptr) bus_->StartJob(record.id, labels, args);
+  // Logged before a worker can take it, so that QUEUED precedes RUNNING.
+  LogState(record, absl::StrCat(", position ", position));
+  if (bus_ != nullptr) bus_->StartJob(record.id, labels, checked);
   absl::MutexLock lock(&mu_);
   auto it = active_.find(record.id);
   // Cancel or Shutdown may have ended it meanwhile.
@@ -213,11 +294,11 @@ absl::StatusOr<JobRecord> JobManager::RunNow(
     Mode mode, const std::map<std::string, std::string>& args,
     const std::map<std::string, std::string>& labels,
     std::vector<engine::InputImage> images, DoneCallback done) {
-  YH_RETURN_IF_ERROR(Validate(mode, args, images));
+  YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, images));
   auto active = std::make_shared<Active>();
   active->images = std::move(images);
   active->done = std::move(done);
-  return StartDirect(std::move(active), mode, args, labels);
+  return StartDirect(std::move(active), mode, checked, labels);
 }
 
 absl::StatusOr<JobRecord> JobManager::RunStream(
@@ -226,11 +307,11 @@ absl::StatusOr<JobRecord> JobManager::RunStream(
     engine::FrameStream stream, DoneCallback done) {
   if (!stream)
     return absl::InvalidArgumentError("the frame stream has no source");
-  YH_RETURN_IF_ERROR(Validate(Mode::kPredict, args, {}));
+  YH_ASSIGN_OR_RETURN(const Args checked, Validate(Mode::kPredict, args, {}));
   auto active = std::make_shared<Active>();
   active->stream = std::move(stream);
   active->done = std::move(done);
-  return StartDirect(std::move(active), Mode::kPredict, args, labels);
+  return StartDirect(std::move(active), Mode::kPredict, checked, labels);
 }
 
 absl::StatusOr<JobRecord> JobManager::StartDirect(
@@ -263,6 +344,7 @@ absl::StatusOr<JobRecord> JobManager::StartDirect(
     ++direct_;
   }
   for (std::thread& thread : finished) thread.join();
+  LogState(record, "");
   if (bus_ != nullptr) bus_->StartJob(record.id, labels, args);
   absl::MutexLock lock(&mu_);
   direct_threads_[record.id].thread = std::thread([this, active] {
@@ -290,6 +372,7 @@ std::vector<std::thread> JobManager::ReapDirectLocked() {
 void JobManager::WorkerLoop() {
   while (true) {
     std::shared_ptr<Active> job;
+    JobRecord running;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -310,7 +393,9 @@ void JobManager::WorkerLoop() {
       job->record.state = JobState::kRunning;
       job->record.start_time = Now();
       PersistLocked(job->record);
+      running = job->record;
     }
+    LogState(running, "");
     Execute(job);
   }
 }
@@ -359,8 +444,10 @@ void JobManager::Execute(const std::shared_ptr<Active>& job) {
   const int64_t last_seq = bus_ != nullptr ? bus_->LastSeq(id) : work.last_seq;
 
   JobRecord final_record;
+  std::string cancel_reason;
   {
     absl::MutexLock lock(&mu_);
+    cancel_reason = job->interrupt ? "" : job->cancel_reason;
     JobRecord& record = job->record;
     if (!work.save_dir.empty()) record.save_dir = work.save_dir;
     record.metrics = work.metrics;
@@ -383,9 +470,7 @@ void JobManager::Execute(const std::shared_ptr<Active>& job) {
     PersistLocked(record);
     final_record = record;
   }
-  Log(id,
-      absl::StrCat(JobStateName(final_record.state),
-                   final_record.error.empty() ? "" : ": ", final_record.error));
+  LogState(final_record, FinishDetail(final_record, cancel_reason));
   if (bus_ != nullptr) bus_->FinishJob(id);
   {
     // Leaving active_ releases Wait: everything about the job is final now.
@@ -415,7 +500,8 @@ absl::StatusOr<ListPage> JobManager::List(const ListQuery& query) {
   return store_->List(query);
 }
 
-absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
+absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id,
+                                             const std::string& reason) {
   JobRecord cancelled;
   JobRecord running;
   std::function<void()> interrupt;  // a frame stream's
@@ -427,6 +513,8 @@ absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
       Active& job = *it->second;
       switch (job.record.state) {
         case JobState::kRunning:
+          if (!job.cancel.load())
+            job.cancel_reason = reason.empty() ? "cancelled" : reason;
           job.cancel.store(true);
           running = job.record;
           interrupt = job.stream.interrupt;
@@ -460,6 +548,9 @@ absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", id, " already finished (", JobStateName(*finished_state), ")"));
   }
+  LogState(cancelled,
+           absl::StrCat(": before it started",
+                        reason.empty() ? "" : absl::StrCat(" (", reason, ")")));
   if (bus_ != nullptr) bus_->FinishJob(id);
   return cancelled;
 }
@@ -487,6 +578,7 @@ absl::StatusOr<JobRecord> JobManager::Wait(const std::string& id,
 void JobManager::Shutdown(bool checkpoint) {
   absl::MutexLock shutdown_lock(&shutdown_mu_);
   std::vector<std::string> interrupted;
+  std::vector<JobRecord> interrupted_records;
   std::vector<std::thread> direct;
   std::vector<std::function<void()>> interrupts;  // blocked frame streams
   {
@@ -500,6 +592,7 @@ void JobManager::Shutdown(bool checkpoint) {
         job.record.end_time = Now();
         PersistLocked(job.record);
         interrupted.push_back(job.record.id);
+        interrupted_records.push_back(job.record);
         it = active_.erase(it);
         continue;
       }
@@ -512,6 +605,9 @@ void JobManager::Shutdown(bool checkpoint) {
     }
     queue_.clear();
     queued_ = 0;
+  }
+  for (const JobRecord& record : interrupted_records) {
+    LogState(record, absl::StrCat(": ", kShutdownError, " before it started"));
   }
   for (const std::function<void()>& interrupt : interrupts) interrupt();
   if (bus_ != nullptr) {

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "server/callbacks/callbacks.h"
 #include "server/common/config.h"
+#include "server/common/paths.h"
 #include "server/engine/run.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/job.h"
@@ -53,6 +54,14 @@ class Runner {
 // interrupted train jobs that have a weights/last.pt again, under the same id,
 // with resume=<last.pt>.
 //
+// Every state change writes one line to the log (Options::log):
+//   [job-1a2b] train QUEUED, position 2
+//   [job-1a2b] train RUNNING
+//   [job-1a2b] train SUCCEEDED in 5m12s, mAP50-95 0.412, mAP50 0.7
+//   [job-1a2b] predict FAILED after 1.2s: <error>
+//   [job-1a2b] train CANCELLED after 3.0s: CancelJob by alice
+//   [job-1a2b] train INTERRUPTED: server shut down
+//
 // The manager never holds its lock while calling the runner, the bus or a
 // done callback. Callbacks passed in (done) run on the job's thread.
 class JobManager {
@@ -62,12 +71,18 @@ class JobManager {
     int max_queued = 64;  // queued jobs; Submit beyond: RESOURCE_EXHAUSTED
     int max_direct =
         4;  // RunNow jobs running at once; RESOURCE_EXHAUSTED beyond
+    int max_images = 0;  // inline images per job (0 = no limit)
+    int64_t max_image_pixels =
+        0;  // width x height of an inline image or frame (0 = no limit)
     bool resume_interrupted =
         true;  // on creation, requeue interrupted train jobs
     // Receives each job's log lines, prefixed "[<job id>] ". Null: stdout.
     std::function<void(absl::string_view line)> log;
     // The clock for job times (tests inject a fake). Null: absl::Now.
     std::function<absl::Time()> now;
+    // Confines the paths that jobs name to allowed roots (their arguments are
+    // recorded and run resolved). Null: paths are taken as they are.
+    std::shared_ptr<const PathPolicy> paths;
   };
 
   // Called once with the job's final record when a RunNow job ends (its state
@@ -86,8 +101,10 @@ class JobManager {
   JobManager& operator=(const JobManager&) = delete;
 
   // Queues a job and returns its record (QUEUED). Errors: INVALID_ARGUMENT
-  // naming a bad argument (key or value), an empty inline image, or images
-  // for a mode other than predict; RESOURCE_EXHAUSTED when max_queued jobs
+  // naming a bad argument (key or value), a path outside the allowed roots
+  // (Options::paths), an empty inline image, more than max_images images, an
+  // image larger than max_image_pixels, or images for a mode other than
+  // predict; RESOURCE_EXHAUSTED when max_queued jobs
   // wait; UNAVAILABLE after Shutdown; the store's errors.
   absl::StatusOr<JobRecord> Submit(
       Mode mode, const std::map<std::string, std::string>& args,
@@ -113,6 +130,12 @@ class JobManager {
       const std::map<std::string, std::string>& labels,
       engine::FrameStream stream, DoneCallback done) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Checks one frame of a stream (RunStream) before it is queued for the
+  // job: INVALID_ARGUMENT naming the frame's index and size when its header
+  // declares more than max_image_pixels.
+  absl::Status CheckFrame(int64_t index, absl::string_view name,
+                          absl::string_view data) const;
+
   // The job's record (a running job's last_seq is the bus's). NOT_FOUND.
   absl::StatusOr<JobRecord> Get(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -123,7 +146,9 @@ class JobManager {
   // its cancel flag and becomes CANCELLED when the engine stops (at its next
   // batch or image). Returns the record after the call. Errors: NOT_FOUND;
   // FAILED_PRECONDITION naming the state of a finished job.
-  absl::StatusOr<JobRecord> Cancel(const std::string& id)
+  // `reason` (who asked, or why) goes to the job's CANCELLED log line.
+  absl::StatusOr<JobRecord> Cancel(const std::string& id,
+                                   const std::string& reason = "")
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Blocks until the job has finished (or `timeout` passes) and returns its
@@ -146,6 +171,7 @@ class JobManager {
     std::vector<engine::InputImage> images;  // predict: inline images
     engine::FrameStream stream;              // predict: a frame stream
     std::atomic<bool> cancel{false};         // the engine's cancel flag
+    std::string cancel_reason;               // who or what cancelled it
     bool interrupt = false;                  // cancelled by Shutdown(true)
     DoneCallback done;                       // RunNow only
   };
@@ -160,9 +186,13 @@ class JobManager {
 
   absl::Time Now() const;
   void Log(const std::string& id, absl::string_view line) const;
-  absl::Status Validate(Mode mode,
-                        const std::map<std::string, std::string>& args,
-                        const std::vector<engine::InputImage>& images) const;
+  // One line per state change: "[<id>] <mode> <STATE>" and `detail`
+  // (", position 2", " in 3.5s, mAP50-95 0.41", ": <error>").
+  void LogState(const JobRecord& record, absl::string_view detail) const;
+  // Checks a job; returns its arguments with paths resolved.
+  absl::StatusOr<std::map<std::string, std::string>> Validate(
+      Mode mode, const std::map<std::string, std::string>& args,
+      const std::vector<engine::InputImage>& images) const;
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Recover() ABSL_LOCKS_EXCLUDED(mu_);
   void PersistLocked(const JobRecord& record)

@@ -96,6 +96,12 @@ class PredictStreamReactor final
       if (!started) FinishOnce(grpc::Status::OK);  // no frame, no job
       return;
     }
+    absl::Status frame_ok = manager_->CheckFrame(
+        frame_.index(), frame_.image().name(), frame_.image().data());
+    if (!frame_ok.ok()) {
+      RejectFrame(frame_ok);
+      return;
+    }
     if (!StartJobOnce()) return;
     bool more;
     {
@@ -127,7 +133,7 @@ class PredictStreamReactor final
         if (job_status_) finish = job_status_;
       }
     }
-    if (!ok) CancelJob();
+    if (!ok) CancelJob("the PredictStream client stopped reading");
     if (next != nullptr) StartWrite(next);
     if (finish) FinishOnce(*finish);
   }
@@ -135,7 +141,7 @@ class PredictStreamReactor final
   void OnCancel() override {
     // The cancel flag first: a stream that ends before the flag is set would
     // end the job as a success.
-    CancelJob();
+    CancelJob("the PredictStream call was cancelled");
     bool started;
     {
       absl::MutexLock lock(&state_->mu);
@@ -200,8 +206,28 @@ class PredictStreamReactor final
       job_starting_ = false;
       gone = client_gone_;
     }
-    if (gone) CancelJob();  // cancelled while the job was starting
+    if (gone) {  // cancelled while the job was starting
+      CancelJob("the PredictStream call was cancelled");
+    }
     return true;
+  }
+
+  // Ends the stream with `status` for a frame that breaks a limit: no further
+  // frame is read, and a running job is cancelled; the call finishes with
+  // `status` once it has ended.
+  void RejectFrame(const absl::Status& status) {
+    bool started;
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->input_closed = true;
+      rejected_ = ToGrpcStatus(status);
+      started = !job_id_.empty();
+    }
+    if (!started) {
+      FinishOnce(ToGrpcStatus(status));
+      return;
+    }
+    CancelJob(std::string(status.message()));
   }
 
   // The job's thread: the next frame, waiting for the client; false at the
@@ -268,6 +294,7 @@ class PredictStreamReactor final
         done.ok() ? PredictStatus(*done) : ToGrpcStatus(done.status());
     {
       absl::MutexLock lock(&state_->mu);
+      if (rejected_) status = *rejected_;
       state_->input_closed = true;
       job_status_ = status;
       if (writing_) return;  // OnWriteDone finishes after the last result
@@ -275,7 +302,7 @@ class PredictStreamReactor final
     FinishOnce(status);
   }
 
-  void CancelJob() {
+  void CancelJob(const std::string& reason) {
     std::string id;
     {
       absl::MutexLock lock(&state_->mu);
@@ -283,7 +310,7 @@ class PredictStreamReactor final
     }
     // The job may have ended meanwhile: FAILED_PRECONDITION then, nothing to
     // do.
-    if (!id.empty()) manager_->Cancel(id).IgnoreError();
+    if (!id.empty()) manager_->Cancel(id, reason).IgnoreError();
   }
 
   // Issues the next read unless the call is finishing. Finish must not run
@@ -336,6 +363,8 @@ class PredictStreamReactor final
   bool client_gone_ ABSL_GUARDED_BY(state_->mu) = false;
   std::optional<grpc::Status> job_status_
       ABSL_GUARDED_BY(state_->mu);  // set when the job ended
+  std::optional<grpc::Status> rejected_
+      ABSL_GUARDED_BY(state_->mu);  // a frame broke a limit
   bool issuing_read_ ABSL_GUARDED_BY(state_->mu) = false;
   bool finishing_ ABSL_GUARDED_BY(state_->mu) = false;
   bool finish_deferred_ ABSL_GUARDED_BY(state_->mu) = false;
@@ -401,10 +430,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::Job* response) {
-  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kOperator,
-                                            "yolohook.v1.JobService/CancelJob");
-  if (!allowed.ok()) return Answer(context, allowed);
-  absl::StatusOr<jobs::JobRecord> job = manager_->Cancel(request->id());
+  absl::StatusOr<auth::Principal> who = authorizer_->Check(
+      *context, auth::Role::kOperator, "yolohook.v1.JobService/CancelJob");
+  if (!who.ok()) return Answer(context, who.status());
+  absl::StatusOr<jobs::JobRecord> job =
+      manager_->Cancel(request->id(), absl::StrCat("CancelJob by ", who->name));
   if (job.ok()) *response = jobs::ToProto(*job);
   return Answer(context, job.status());
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/config.h"
+#include "server/common/paths.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/engine_runner.h"
 #include "server/service/callback_service.h"
@@ -82,6 +83,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   bus.log = s->store_.get();
   bus.encode_jpeg = EncodeJpeg;
   bus.on_round_trip = [metrics](absl::Duration d) { metrics->RoundTrip(d); };
+  bus.max_subscriptions_per_stream =
+      std::max<size_t>(options.max_subscriptions, 1);
+  bus.audit_log = options.log;
   s->bus_ = std::make_unique<events::EventBus>(bus);
   metrics->Watch(s->bus_.get(), s->store_.get());
 
@@ -102,6 +106,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   jobs::JobManager::Options mo;
   mo.concurrency = options.concurrency;
   mo.max_queued = options.max_queued;
+  mo.max_images = options.max_images;
+  mo.max_image_pixels = options.max_image_pixels;
+  mo.log = options.log;
+  YH_ASSIGN_OR_RETURN(
+      PathPolicy paths,
+      PathPolicy::Create(options.data_dir, options.allowed_roots));
+  mo.paths = std::make_shared<const PathPolicy>(std::move(paths));
   YH_ASSIGN_OR_RETURN(
       s->manager_,
       jobs::JobManager::Create(mo, s->store_.get(), runner, s->bus_.get()));

@@ -7,10 +7,14 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/auth/token_store.h"
 #include "server/dashboard/dashboard.h"
@@ -52,6 +56,16 @@ class Server {
     std::string tls_client_ca;  // PEM CA; clients need a certificate it signed
     // Serve a non-loopback address without a token file anyway.
     bool insecure = false;
+    // Directories besides data_dir that jobs may name (datasets, models);
+    // every path a job names must resolve inside one of them or data_dir.
+    std::vector<std::string> allowed_roots;
+    size_t max_subscriptions = 64;  // per Connect stream; RESOURCE_EXHAUSTED
+    int max_images = 256;           // inline images per request
+    int64_t max_image_pixels =
+        40'000'000;  // width x height of an inline image or a frame
+    // Receives the server's log lines (job states, audit), without trailing
+    // newlines. Null: stdout.
+    std::function<void(absl::string_view line)> log;
     // Runs jobs; null: the YOLO engine. Tests pass a fake. Must outlive the
     // server.
     jobs::Runner* runner = nullptr;
@@ -60,10 +74,10 @@ class Server {
   // Opens the store under data_dir, recovers interrupted jobs, and starts
   // serving. Errors: the store's; the token file's (naming file and line);
   // INVALID_ARGUMENT naming the flag and file for TLS files that are missing,
-  // unreadable or not PEM; FAILED_PRECONDITION for a non-loopback listen
-  // address without token_file or insecure; UNAVAILABLE when the address (or
-  // metrics_listen) cannot be bound; INVALID_ARGUMENT for a malformed
-  // metrics_listen.
+  // unreadable or not PEM; INVALID_ARGUMENT for a bad data_dir or allowed
+  // root; FAILED_PRECONDITION for a non-loopback listen address without
+  // token_file or insecure; UNAVAILABLE when the address (or metrics_listen)
+  // cannot be bound; INVALID_ARGUMENT for a malformed metrics_listen.
   static absl::StatusOr<std::unique_ptr<Server>> Start(Options options);
   ~Server();
 

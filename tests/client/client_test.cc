@@ -209,6 +209,20 @@ TEST_F(ClientTest, ErrorsCarryTheServersCodeAndMessage) {
   EXPECT_THAT(down.status().message(), HasSubstr("127.0.0.1:1"));
 }
 
+TEST_F(ClientTest, OversizedRequestsNameTheLimits) {
+  Client::Options options;
+  options.target = server_->address();
+  options.max_message_bytes = 1 << 20;
+  Client small(options);
+  v1::Image image;
+  image.set_name("big.jpg");
+  image.set_data(std::string(2 << 20, 'x'));
+  auto predicted = small.Predict({}, {image});
+  EXPECT_EQ(predicted.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(predicted.status().message(), HasSubstr("--max_message_mb"));
+  EXPECT_THAT(predicted.status().message(), HasSubstr("max_message_bytes"));
+}
+
 TEST_F(ClientTest, SubscribingWithoutAServerFailsAndStopReturns) {
   Client::Options options;
   options.target = "127.0.0.1:1";

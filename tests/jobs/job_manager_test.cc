@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/paths.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/job_store.h"
 #include "tests/testing/fake_runner.h"
@@ -20,6 +23,7 @@ namespace {
 
 using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Pair;
@@ -143,7 +147,9 @@ TEST_F(JobManagerTest, SubmittedJobRunsToSucceededWithRunnerResults) {
   // Its log lines carry its id.
   bool found = false;
   for (const std::string& line : Log()) {
-    if (line == absl::StrCat("[", queued.id, "] SUCCEEDED")) found = true;
+    if (absl::StartsWith(line,
+                         absl::StrCat("[", queued.id, "] train SUCCEEDED in ")))
+      found = true;
   }
   EXPECT_TRUE(found);
 }
@@ -221,6 +227,8 @@ TEST_F(JobManagerTest, MaxQueuedRejectsWithResourceExhausted) {
   const JobRecord queued = SubmitOrDie(Mode::kVal, {});
   absl::StatusOr<JobRecord> rejected = manager_->Submit(Mode::kVal, {}, {});
   EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(rejected.status().message()),
+              HasSubstr("--max_queued"));
   runner_->ReleaseAll();
   EXPECT_EQ(WaitOrDie(queued.id).state, JobState::kSucceeded);
   // With the queue drained there is room again.
@@ -432,8 +440,95 @@ TEST_F(JobManagerTest, ResumeCanBeTurnedOff) {
   const JobRecord next = SubmitOrDie(Mode::kVal, {});
   EXPECT_EQ(WaitOrDie(next.id).state, JobState::kSucceeded);
   EXPECT_THAT(runner_->started(), ElementsAre(next.id));
-  EXPECT_THAT(Log(),
-              Contains("[job-00000000000a] INTERRUPTED: server restarted"));
+  EXPECT_THAT(
+      Log(),
+      Contains("[job-00000000000a] train INTERRUPTED: server restarted"));
+}
+
+TEST_F(JobManagerTest, EveryStateChangeWritesOneLine) {
+  StartManager();
+  const JobRecord blocked = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  const JobRecord queued = SubmitOrDie(Mode::kVal, {});
+  const JobRecord failing = SubmitOrDie(Mode::kTrain, {{"name", "fail"}});
+  ASSERT_TRUE(manager_->Cancel(queued.id, "CancelJob from tester").ok());
+  ASSERT_TRUE(manager_->Cancel(blocked.id, "CancelJob from tester").ok());
+  EXPECT_EQ(WaitOrDie(blocked.id).state, JobState::kCancelled);
+  EXPECT_EQ(WaitOrDie(failing.id).state, JobState::kFailed);
+  const JobRecord ok = SubmitOrDie(Mode::kTrain, {{"epochs", "1"}});
+  EXPECT_EQ(WaitOrDie(ok.id).state, JobState::kSucceeded);
+
+  auto lines_of = [this](const std::string& id) {
+    std::vector<std::string> out;
+    for (const std::string& line : Log()) {
+      if (absl::StartsWith(line, absl::StrCat("[", id, "] ")))
+        out.push_back(line.substr(id.size() + 3));
+    }
+    return out;
+  };
+  EXPECT_THAT(lines_of(blocked.id),
+              ElementsAre("train QUEUED, position 1", "train RUNNING",
+                          StartsWith("train CANCELLED after ")));
+  EXPECT_THAT(lines_of(blocked.id).back(), EndsWith(": CancelJob from tester"));
+  EXPECT_THAT(lines_of(queued.id),
+              ElementsAre("val QUEUED, position 1",
+                          "val CANCELLED: before it started (CancelJob from "
+                          "tester)"));
+  std::vector<std::string> failed = lines_of(failing.id);
+  ASSERT_FALSE(failed.empty());
+  EXPECT_THAT(failed.back(), StartsWith("train FAILED after "));
+  EXPECT_THAT(failed.back(), EndsWith(": data: dataset exploded"));
+  std::vector<std::string> succeeded = lines_of(ok.id);
+  ASSERT_EQ(succeeded.size(), 3u);
+  EXPECT_EQ(succeeded[1], "train RUNNING");
+  EXPECT_THAT(succeeded[2], StartsWith("train SUCCEEDED in "));
+  EXPECT_THAT(succeeded[2], HasSubstr("mAP50 0.1"));
+}
+
+TEST_F(JobManagerTest, PathsOutsideTheRootsAreRefusedAndOthersResolved) {
+  const std::string data = dir_.Sub("data");
+  std::filesystem::create_directories(data + "/sets");
+  JobManager::Options options;
+  absl::StatusOr<PathPolicy> paths = PathPolicy::Create(data, {});
+  ASSERT_TRUE(paths.ok()) << paths.status();
+  options.paths = std::make_shared<const PathPolicy>(*paths);
+  StartManager(options);
+  absl::StatusOr<JobRecord> outside =
+      manager_->Submit(Mode::kVal, {{"data", "../elsewhere.yaml"}}, {});
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(outside.status().message()),
+              HasSubstr("data=../elsewhere.yaml"));
+  const JobRecord inside =
+      SubmitOrDie(Mode::kVal, {{"data", "sets/data.yaml"}});
+  EXPECT_EQ(inside.args.at("data"), data + "/sets/data.yaml");
+  EXPECT_EQ(WaitOrDie(inside.id).args.at("data"), data + "/sets/data.yaml");
+}
+
+TEST_F(JobManagerTest, ImageLimits) {
+  JobManager::Options options;
+  options.max_images = 2;
+  options.max_image_pixels = 100;
+  StartManager(options);
+  std::vector<engine::InputImage> three(3, {"a.png", "x"});
+  absl::StatusOr<JobRecord> many =
+      manager_->Submit(Mode::kPredict, {}, {}, three);
+  EXPECT_EQ(many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(many.status().message()),
+              HasSubstr("3 images in one request, more than the limit of 2 "
+                        "(yolohookd --max_images)"));
+  // A PNG header declaring 20x20 pixels is refused before any decoding.
+  std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x14\0\0\0\x14", 24);
+  absl::StatusOr<JobRecord> big = manager_->Submit(
+      Mode::kPredict, {}, {}, {{"small.png", "x"}, {"big.png", png}});
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(big.status().message()),
+              HasSubstr("images[1] (\"big.png\"): 20x20 pixels (400) is more "
+                        "than the limit of 100"));
+  EXPECT_THAT(std::string(big.status().message()),
+              HasSubstr("--max_image_pixels"));
+  EXPECT_THAT(std::string(manager_->CheckFrame(7, "f.png", png).message()),
+              HasSubstr("frame 7 (\"f.png\"): 20x20"));
+  EXPECT_TRUE(manager_->CheckFrame(7, "f.png", "x").ok());
 }
 
 // Collects what a bus stream has for its client.

@@ -92,7 +92,9 @@ class Yolohookd:
         self._reader = None
         self.process = subprocess.Popen(
             [os.environ["YOLOHOOKD"], "--listen=" + listen,
-             "--data_dir=" + os.path.join(self.dir, "data"), "--threads=2"] + self._flags,
+             "--data_dir=" + os.path.join(self.dir, "data"), "--threads=2",
+             # The dataset lies beside the data directory.
+             "--allowed_roots=" + os.path.join(self.dir, "shapes")] + self._flags,
             stdout=subprocess.PIPE, stderr=self._log, text=True)
         # "yolohookd VERSION listening on ADDRESS", after any job's lines (a
         # restarted server resumes interrupted jobs first).

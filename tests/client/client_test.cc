@@ -131,6 +131,20 @@ class ClientTest : public ::testing::Test {
     return errors_;
   }
 
+  // Whether an error containing `text` is reported within `timeout` (the
+  // server's answer to a reply may reach the client after the job ended).
+  bool AwaitError(const std::string& text,
+                  absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&errors_mu_);
+    auto reported = [this, &text]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(errors_mu_) {
+      for (const std::string& e : errors_) {
+        if (e.find(text) != std::string::npos) return true;
+      }
+      return false;
+    };
+    return errors_mu_.AwaitWithTimeout(absl::Condition(&reported), timeout);
+  }
+
   testing::TempDir dir_;
   testing::FakeRunner runner_;
   std::unique_ptr<service::Server> server_;
@@ -404,10 +418,7 @@ TEST_F(ClientTest, RejectedReplyIsReportedAndTheClientGoesOn) {
   v1::Job job = Train({{"epochs", "1"}}, {{"app", "bad"}});
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(job.metrics().count("lr0"), 0u);
-  bool reported = false;
-  for (const std::string& e : errors())
-    reported |= e.find("not applied") != std::string::npos;
-  EXPECT_TRUE(reported);
+  EXPECT_TRUE(AwaitError("not applied"));
   EXPECT_EQ(Train({{"epochs", "1"}}, {}).state(), v1::JOB_STATE_SUCCEEDED);
 }
 

@@ -57,13 +57,15 @@ fs::path ResolvePath(const fs::path& path, const fs::path& base) {
 }
 
 absl::StatusOr<PathPolicy> PathPolicy::Create(
-    const std::string& data_dir, const std::vector<std::string>& roots) {
+    const std::string& data_dir, const std::vector<std::string>& roots,
+    DatasetFiles dataset_files) {
   if (data_dir.empty()) {
     return absl::InvalidArgumentError("allowed roots: no data directory");
   }
   std::error_code ec;
   const fs::path cwd = fs::current_path(ec);
   PathPolicy policy;
+  policy.dataset_files_ = std::move(dataset_files);
   policy.data_dir_ = ResolvePath(data_dir, cwd);
   policy.roots_.push_back(policy.data_dir_.string());
   for (const std::string& root : roots) {
@@ -115,7 +117,19 @@ absl::StatusOr<std::map<std::string, std::string>> PathPolicy::ConfineArgs(
   };
   if (!IsBuiltinModel(config.model, mode))
     YH_RETURN_IF_ERROR(confine("model", config.model));
-  if (config.data != "shapes") YH_RETURN_IF_ERROR(confine("data", config.data));
+  if (config.data != "shapes") {
+    YH_RETURN_IF_ERROR(confine("data", config.data));
+    if (dataset_files_ && args.count("data") != 0 && !config.data.empty()) {
+      absl::StatusOr<std::vector<std::string>> files =
+          dataset_files_(out["data"]);
+      if (files.ok()) {
+        const std::string arg = absl::StrCat("data ", config.data, ": path");
+        for (const std::string& file : *files) {
+          YH_RETURN_IF_ERROR(Check(arg, file, ResolvePath(file, data_dir_)));
+        }
+      }
+    }
+  }
   YH_RETURN_IF_ERROR(confine("data_dir", config.data_dir));
   if (!IsResumeFlag(config.resume))
     YH_RETURN_IF_ERROR(confine("resume", config.resume));

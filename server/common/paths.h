@@ -6,6 +6,7 @@
 #define YOLOHOOK_SERVER_COMMON_PATHS_H_
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,12 +37,22 @@ std::filesystem::path ResolvePath(const std::filesystem::path& path,
 // sent, what it resolves to and the roots.
 class PathPolicy {
  public:
+  // Every file a dataset description names: its root, each split's
+  // directories, lists and images, and the images' label files. Supplied by
+  // the layer that can parse data.yaml; an error means the engine will
+  // report the dataset itself, and the policy checks only the yaml's path.
+  using DatasetFiles = std::function<absl::StatusOr<std::vector<std::string>>(
+      const std::string& data_yaml)>;
+
   // `data_dir` is the first root and the base of relative paths; `roots` adds
   // more (relative ones are taken against the working directory). Each root
-  // is resolved like a path (see ResolvePath). Errors: INVALID_ARGUMENT for an
-  // empty data_dir or root.
+  // is resolved like a path (see ResolvePath). With `dataset_files`, a
+  // data.yaml's own paths must lie inside the roots too (a description inside
+  // a root cannot point outside it). Errors: INVALID_ARGUMENT for an empty
+  // data_dir or root.
   static absl::StatusOr<PathPolicy> Create(
-      const std::string& data_dir, const std::vector<std::string>& roots);
+      const std::string& data_dir, const std::vector<std::string>& roots,
+      DatasetFiles dataset_files = nullptr);
 
   // `path` resolved against the data directory (see ResolvePath). Errors:
   // INVALID_ARGUMENT naming `arg` when it lies outside every root.
@@ -51,7 +62,8 @@ class PathPolicy {
   // A job's arguments with every one that names a file or directory resolved
   // (see Resolve) and checked: model, data, source (a glob's pattern, and
   // each file the source names now: a folder's, a glob's or a .txt list's),
-  // data_dir, project, name (as a directory under the project) and resume.
+  // data_dir, project, name (as a directory under the project) and resume;
+  // for data, also every file its description names (see Create).
   // Built-in names stay as they are: data=shapes, model=yolov8n (n, s, m;
   // also .yaml, and .pt for train, which builds a new model from the name),
   // resume=true/false. Errors: INVALID_ARGUMENT for a bad argument (as
@@ -69,6 +81,7 @@ class PathPolicy {
 
   std::filesystem::path data_dir_;
   std::vector<std::string> roots_;
+  DatasetFiles dataset_files_;
 };
 
 }  // namespace yolohook

@@ -14,12 +14,29 @@
 #include "server/common/config.h"
 #include "server/common/paths.h"
 #include "server/common/status_macros.h"
+#include "server/engine/data/dataset_yaml.h"
 #include "server/jobs/engine_runner.h"
 #include "server/service/callback_service.h"
 #include "server/service/job_service.h"
 
 namespace yolohook::service {
 namespace {
+
+// Every file a data.yaml names, for PathPolicy: the dataset root, each
+// split's images and the label files beside them.
+absl::StatusOr<std::vector<std::string>> DatasetFilesOf(
+    const std::string& data_yaml) {
+  YH_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::LoadDatasetYaml(data_yaml));
+  std::vector<std::string> files = {spec.root};
+  for (const std::vector<std::string>* split :
+       {&spec.train, &spec.val, &spec.test}) {
+    for (const std::string& image : *split) {
+      files.push_back(image);
+      files.push_back(data::LabelPathFor(image));
+    }
+  }
+  return files;
+}
 
 // Frames for subscriptions that asked for include_images.
 std::string EncodeJpeg(const FrameView& frame) {
@@ -111,7 +128,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   mo.log = options.log;
   YH_ASSIGN_OR_RETURN(
       PathPolicy paths,
-      PathPolicy::Create(options.data_dir, options.allowed_roots));
+      PathPolicy::Create(options.data_dir, options.allowed_roots,
+                         DatasetFilesOf));
   mo.paths = std::make_shared<const PathPolicy>(std::move(paths));
   YH_ASSIGN_OR_RETURN(
       s->manager_,

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -137,6 +138,44 @@ TEST_F(GuardTest, PathsOutsideTheRootsAreRefused) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(job.args().at("data"), dir_.Sub("data/sets/data.yaml"));
   EXPECT_EQ(job.args().at("model"), dir_.Sub("models/b.pt"));
+  testing::WaitJobDone(*server_, *jobs_, job.id(), absl::Seconds(30));
+}
+
+// A dataset whose data.yaml lies inside a root cannot reach outside it, by
+// its `path` key or by a symlinked split directory.
+TEST_F(GuardTest, DatasetDescriptionsCannotPointOutsideTheRoots) {
+  Start();
+  namespace fs = std::filesystem;
+  auto make_split = [](const fs::path& dir) {
+    fs::create_directories(dir);
+    std::ofstream(dir / "a.jpg") << "x";
+  };
+  make_split(dir_.Sub("outside/images/train"));
+  make_split(dir_.Sub("outside/images/val"));
+  make_split(dir_.Sub("data/inside/images/train"));
+  fs::create_directory_symlink(dir_.Sub("outside/images/val"),
+                               dir_.Sub("data/inside/images/val"));
+  make_split(dir_.Sub("data/clean/images/train"));
+  make_split(dir_.Sub("data/clean/images/val"));
+  const std::string splits = "train: images/train\nval: images/val\n";
+  std::ofstream(dir_.Sub("data/by_path.yaml"))
+      << "path: " << dir_.Sub("outside") << "\n"
+      << splits << "names: [a]\n";
+  std::ofstream(dir_.Sub("data/inside/data.yaml")) << splits << "names: [a]\n";
+  std::ofstream(dir_.Sub("data/clean/data.yaml")) << splits << "names: [a]\n";
+
+  for (const std::string data : {"by_path.yaml", "inside/data.yaml"}) {
+    v1::Job job;
+    grpc::Status status = Submit(v1::MODE_VAL, {{"data", data}}, &job);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << data;
+    EXPECT_THAT(status.error_message(),
+                HasSubstr(absl::StrCat("data ", data, ": path=")));
+    EXPECT_THAT(status.error_message(), HasSubstr(dir_.Sub("outside")));
+  }
+  v1::Job job;
+  grpc::Status status =
+      Submit(v1::MODE_VAL, {{"data", "clean/data.yaml"}}, &job);
+  ASSERT_TRUE(status.ok()) << status.error_message();
   testing::WaitJobDone(*server_, *jobs_, job.id(), absl::Seconds(30));
 }
 

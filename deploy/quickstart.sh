@@ -6,13 +6,15 @@
 #
 # Everything goes under one data directory ($YOLOHOOK_DATA_DIR, default
 # ~/.yolohook): the job store (yolohook.db), the dataset, runs/ and the
-# server's log. Overrides for a quick look: EPOCHS=3 IMGSZ=160.
+# server's log. The dashboard is served on $YOLOHOOK_HTTP (default
+# 127.0.0.1:8080). Overrides for a quick look: EPOCHS=3 IMGSZ=160.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
 DATA_DIR=${YOLOHOOK_DATA_DIR:-$HOME/.yolohook}
 ADDR=${YOLOHOOK_ADDRESS:-127.0.0.1:50051}
+HTTP=${YOLOHOOK_HTTP:-127.0.0.1:8080}
 EPOCHS=${EPOCHS:-30}
 IMGSZ=${IMGSZ:-320}
 LABEL=app=quickstart
@@ -22,7 +24,9 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 mkdir -p "$DATA_DIR"
 SERVER_LOG=$DATA_DIR/yolohookd.log
 step "Starting yolohookd on $ADDR (data in $DATA_DIR, log in $SERVER_LOG)"
-"$BIN/yolohookd" --listen="$ADDR" --data_dir="$DATA_DIR" >"$SERVER_LOG" 2>&1 &
+echo "Dashboard: http://$HTTP/ (open it in a browser to follow the training)"
+"$BIN/yolohookd" --listen="$ADDR" --data_dir="$DATA_DIR" --http_listen="$HTTP" \
+  >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 HOOK_PID=
 cleanup() {

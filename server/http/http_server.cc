@@ -510,27 +510,22 @@ Server::~Server() { Shutdown(); }
 
 void Server::Handle(std::string method, std::string path, Handler handler) {
   auto route = std::make_shared<Route>();
-  route->method = std::move(method);
-  route->prefix = absl::EndsWith(path, "/");
-  route->path = std::move(path);
   route->handler = std::move(handler);
-  absl::MutexLock lock(&mu_);
-  routes_.erase(std::remove_if(routes_.begin(), routes_.end(),
-                               [&](const std::shared_ptr<const Route>& r) {
-                                 return r->method == route->method &&
-                                        r->path == route->path;
-                               }),
-                routes_.end());
-  routes_.push_back(std::move(route));
+  AddRoute(std::move(method), std::move(path), std::move(route));
 }
 
 void Server::HandleStream(std::string method, std::string path,
                           StreamHandler handler) {
   auto route = std::make_shared<Route>();
+  route->stream = std::move(handler);
+  AddRoute(std::move(method), std::move(path), std::move(route));
+}
+
+void Server::AddRoute(std::string method, std::string path,
+                      std::shared_ptr<Route> route) {
   route->method = std::move(method);
   route->prefix = absl::EndsWith(path, "/");
   route->path = std::move(path);
-  route->stream = std::move(handler);
   absl::MutexLock lock(&mu_);
   routes_.erase(std::remove_if(routes_.begin(), routes_.end(),
                                [&](const std::shared_ptr<const Route>& r) {

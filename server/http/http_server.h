@@ -168,6 +168,9 @@ class Server {
   struct Connection;
   class Writer;
 
+  // Adds `route`, replacing one for the same method and path.
+  void AddRoute(std::string method, std::string path,
+                std::shared_ptr<Route> route) ABSL_LOCKS_EXCLUDED(mu_);
   void AcceptLoop();
   void Serve(Connection* connection);
   // The route for a request; sets *status to 404 or 405 (with *allow)

@@ -6,7 +6,8 @@
 //
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, running train jobs stop
 // at their next batch keeping last.pt (they resume when the server starts
-// again), subscriptions end with SHUTDOWN, then the process exits.
+// again), subscriptions end with SHUTDOWN, then the process exits. SIGHUP
+// reloads --token_file (it is also reloaded when it changes).
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -20,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/common/log_sink.h"
 #include "server/engine/version.h"
 #include "server/service/server.h"
 
@@ -51,7 +53,10 @@ ABSL_FLAG(std::string, http_listen, "",
           "API (host:port; port 0 picks a free port); empty: off");
 ABSL_FLAG(std::string, token_file, "",
           "bearer tokens, one client per line: token,name,role (role: viewer, "
-          "operator or admin); empty: no authentication (everyone is admin)");
+          "operator or admin), or cert:IDENTITY,name,role for a TLS client "
+          "certificate with that common name or subject alternative name; "
+          "reloaded on SIGHUP and when it changes; empty: no authentication "
+          "(everyone is admin)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain to serve TLS with (needs --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
@@ -72,6 +77,25 @@ ABSL_FLAG(int, max_images, 256,
           "inline images in one SubmitJob or Predict request");
 ABSL_FLAG(int64_t, max_image_pixels, 40000000,
           "width x height of an inline image or a PredictStream frame");
+ABSL_FLAG(absl::Duration, job_retention, absl::Hours(24 * 30),
+          "how long finished jobs and their events are kept (0 = forever)");
+ABSL_FLAG(absl::Duration, predict_retention, absl::Minutes(10),
+          "how long finished Predict and PredictStream jobs are kept "
+          "(0 = as long as other jobs)");
+ABSL_FLAG(int64_t, max_finished_jobs, 10000,
+          "finished jobs kept, those that ended last (0 = no limit)");
+ABSL_FLAG(int64_t, max_store_mb, 4096,
+          "the job store's size limit, MiB: the oldest finished jobs are "
+          "deleted past 80% of it, writes past it fail (0 = no limit)");
+ABSL_FLAG(std::string, log_file, "",
+          "write the server's log to this file, rotated by --log_max_mb "
+          "(empty: standard output)");
+ABSL_FLAG(int64_t, log_max_mb, 64,
+          "rotate --log_file when it reaches this size, MiB (0 = never)");
+ABSL_FLAG(int, log_files, 3,
+          "rotated log files kept besides the current one (FILE.1 ...)");
+ABSL_FLAG(std::string, log_format, "text",
+          "text, or json for one JSON object per line");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -92,6 +116,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   yolohook::service::Server::Options options;
@@ -119,6 +144,35 @@ int main(int argc, char** argv) {
   options.max_images = std::max(absl::GetFlag(FLAGS_max_images), 1);
   options.max_image_pixels =
       std::max<int64_t>(absl::GetFlag(FLAGS_max_image_pixels), 1);
+  options.job_retention = absl::GetFlag(FLAGS_job_retention);
+  options.predict_retention = absl::GetFlag(FLAGS_predict_retention);
+  if (options.predict_retention <= absl::ZeroDuration())
+    options.predict_retention = options.job_retention;
+  options.max_finished_jobs =
+      std::max<int64_t>(absl::GetFlag(FLAGS_max_finished_jobs), 0);
+  options.max_store_bytes =
+      std::max<int64_t>(absl::GetFlag(FLAGS_max_store_mb), 0) << 20;
+
+  const std::string log_format = absl::GetFlag(FLAGS_log_format);
+  if (log_format != "text" && log_format != "json") {
+    std::fprintf(stderr, "yolohookd: --log_format=%s: expected text or json\n",
+                 log_format.c_str());
+    return 2;
+  }
+  yolohook::LogSink::Options log_options;
+  log_options.path = absl::GetFlag(FLAGS_log_file);
+  log_options.max_bytes = std::max<int64_t>(absl::GetFlag(FLAGS_log_max_mb), 0)
+                          << 20;
+  log_options.max_files = std::max(absl::GetFlag(FLAGS_log_files), 0);
+  log_options.json = log_format == "json";
+  auto log = yolohook::LogSink::Open(log_options);
+  if (!log.ok()) {
+    std::fprintf(stderr, "yolohookd: --log_file: %s\n",
+                 std::string(log.status().message()).c_str());
+    return 1;
+  }
+  yolohook::LogSink* sink = log->get();
+  options.log = [sink](absl::string_view line) { sink->Write(line); };
   auto server = yolohook::service::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "yolohookd: %s\n",
@@ -148,7 +202,10 @@ int main(int argc, char** argv) {
 
   std::thread waiter([&signals, &server] {
     int sig = 0;
-    sigwait(&signals, &sig);
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+      // The outcome is logged by the server.
+      (*server)->ReloadTokens().IgnoreError();
+    }
     std::printf("yolohookd: %s, draining\n",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
     std::fflush(stdout);

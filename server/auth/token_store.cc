@@ -92,6 +92,13 @@ absl::StatusOr<TokenStore> TokenStore::Parse(absl::string_view text,
       field = absl::StripAsciiWhitespace(field);
     }
     if (fields[0].empty()) return error("empty token");
+    bool certificate = false;
+    if (absl::ConsumePrefix(&fields[0], "cert:")) {
+      certificate = true;
+      fields[0] = absl::StripAsciiWhitespace(fields[0]);
+      if (fields[0].empty())
+        return error("empty certificate identity after cert:");
+    }
     if (fields[1].empty()) return error("empty name");
     std::optional<Role> role = RoleFromName(fields[2]);
     if (!role.has_value()) {
@@ -99,16 +106,18 @@ absl::StatusOr<TokenStore> TokenStore::Parse(absl::string_view text,
                                 "\" (viewer, operator or admin)"));
     }
     for (const Entry& entry : store.entries_) {
-      if (entry.token == fields[0]) {
-        return error(absl::StrCat("duplicate token (the token of \"",
-                                  entry.principal.name, "\")"));
+      if (entry.token == fields[0] && entry.certificate == certificate) {
+        return error(absl::StrCat(
+            certificate ? "duplicate certificate identity" : "duplicate token",
+            " (the ", certificate ? "identity" : "token", " of \"",
+            entry.principal.name, "\")"));
       }
     }
     if (!names.insert(std::string(fields[1])).second) {
       return error(absl::StrCat("duplicate name \"", fields[1], "\""));
     }
     store.entries_.push_back(
-        {std::string(fields[0]), {std::string(fields[1]), *role}});
+        {std::string(fields[0]), certificate, {std::string(fields[1]), *role}});
   }
   if (store.entries_.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -121,12 +130,24 @@ std::optional<Principal> TokenStore::Find(absl::string_view token) const {
   // Every entry is compared, so which one matches does not show in the time.
   const Entry* found = nullptr;
   for (const Entry& entry : entries_) {
-    if (ConstantTimeEquals(entry.token, token) && found == nullptr) {
+    if (ConstantTimeEquals(entry.token, token) && !entry.certificate &&
+        found == nullptr) {
       found = &entry;
     }
   }
   if (found == nullptr) return std::nullopt;
   return found->principal;
+}
+
+std::optional<Principal> TokenStore::FindCertificate(
+    const std::vector<std::string>& identities) const {
+  for (const Entry& entry : entries_) {
+    if (!entry.certificate) continue;
+    for (const std::string& identity : identities) {
+      if (entry.token == identity) return entry.principal;
+    }
+  }
+  return std::nullopt;
 }
 
 std::optional<absl::string_view> ParseBearer(absl::string_view header) {

@@ -3,11 +3,15 @@
 //
 // The token file has one client per line, `token,name,role` (like the static
 // token file of Kubernetes); blank lines and lines starting with # are
-// ignored; role is viewer, operator or admin:
+// ignored; role is viewer, operator or admin. A client that presents a TLS
+// certificate (mutual TLS) instead of a token is named by `cert:IDENTITY` in
+// the token field, where IDENTITY is the certificate's subject common name or
+// one of its subject alternative names (DNS, URI, e-mail or IP):
 //
 //   # token,name,role
 //   3f9c1e...,grafana,viewer
 //   8b20d4...,ci,operator
+//   cert:trainer.ml.example.com,trainer,operator
 #ifndef YOLOHOOK_SERVER_AUTH_TOKEN_STORE_H_
 #define YOLOHOOK_SERVER_AUTH_TOKEN_STORE_H_
 
@@ -56,15 +60,23 @@ class TokenStore {
                                           const std::string& path);
 
   // The client holding `token`, or nullopt. Takes the same time whichever
-  // entry matches and however much of a token matches.
+  // entry matches and however much of a token matches. Certificate entries
+  // never match a token.
   std::optional<Principal> Find(absl::string_view token) const;
+
+  // The client of a verified certificate with these identities (common name
+  // and subject alternative names), the first `cert:` entry that names one of
+  // them; nullopt if none.
+  std::optional<Principal> FindCertificate(
+      const std::vector<std::string>& identities) const;
 
   // Number of clients.
   size_t size() const { return entries_.size(); }
 
  private:
   struct Entry {
-    std::string token;
+    std::string token;  // for certificate entries, the identity
+    bool certificate = false;
     Principal principal;
   };
   TokenStore() = default;

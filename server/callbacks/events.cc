@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/limits.h"
 
 namespace yolohook {
 namespace {
@@ -46,8 +47,9 @@ absl::StatusOr<Event> EventFromName(absl::string_view name) {
   for (int i = 0; i < kNumEvents; ++i) {
     if (kNames[i] == name) return static_cast<Event>(i);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown callback event '", name, "'; valid events: ", AllEventNames()));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown callback event ", Quoted(name),
+                   "; valid events: ", AllEventNames()));
 }
 
 Stage StageOf(Event event) {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/common/limits.h"
 #include "server/dashboard/assets.h"
 #include "server/dashboard/event_feed.h"
 #include "server/events/conversions.h"
@@ -152,7 +153,19 @@ std::pair<std::string, std::string> SplitJobPath(absl::string_view path,
 
 }  // namespace
 
-Dashboard::Dashboard(Options options) : options_(std::move(options)) {}
+namespace {
+
+auth::TicketBook::Options TicketOptions(absl::Duration lifetime) {
+  auth::TicketBook::Options options;
+  options.lifetime = lifetime;
+  return options;
+}
+
+}  // namespace
+
+Dashboard::Dashboard(Options options)
+    : options_(std::move(options)),
+      tickets_(TicketOptions(options_.ticket_lifetime)) {}
 
 void Dashboard::Register(http::Server& server) {
   server.Handle("GET", "/", [this](const http::Request& r) { return Page(r); });
@@ -166,6 +179,8 @@ void Dashboard::Register(http::Server& server) {
                 [this](const http::Request& r) { return GetJob(r); });
   server.Handle("POST", std::string(kJobsPrefix),
                 [this](const http::Request& r) { return CancelJob(r); });
+  server.Handle("POST", "/api/tickets",
+                [this](const http::Request& r) { return IssueTicket(r); });
   server.HandleStream("GET", std::string(kEventsPrefix),
                       [this](const http::Request& r, http::StreamWriter& w) {
                         StreamEvents(r, w);
@@ -179,19 +194,21 @@ absl::StatusOr<auth::Principal> Dashboard::Authorize(
   }
   std::optional<absl::string_view> token;
   const std::string header = request.Header("Authorization");
-  const std::string param = request.Param("token");
   if (!header.empty()) {
     token = auth::ParseBearer(header);
     if (!token) {
       return absl::UnauthenticatedError(
           "the Authorization header is not \"Bearer <token>\"");
     }
-  } else if (!param.empty()) {
-    token = param;
+  } else if (request.HasParam("token")) {
+    return absl::UnauthenticatedError(
+        "tokens are not taken from URLs (they end up in proxy and access "
+        "logs): send an Authorization: Bearer header; an event stream takes "
+        "a ?ticket= from POST /api/tickets instead");
   } else {
     return absl::UnauthenticatedError(
-        "a bearer token is required (an Authorization: Bearer header, or a "
-        "token query parameter)");
+        "a bearer token is required (an Authorization: Bearer header; event "
+        "streams: a ?ticket= from POST /api/tickets)");
   }
   std::optional<auth::Principal> principal = options_.tokens->Find(*token);
   if (!principal) return absl::UnauthenticatedError("unknown token");
@@ -308,6 +325,24 @@ http::Response Dashboard::CancelJob(const http::Request& request) const {
   return Json(200, ProtoJson(jobs::ToProto(*job)));
 }
 
+http::Response Dashboard::IssueTicket(const http::Request& request) const {
+  absl::StatusOr<auth::Principal> who = Authorize(request, auth::Role::kViewer);
+  if (!who.ok()) return Error(who.status());
+  const std::string target = request.Param("for");
+  if (!absl::StartsWith(target, kEventsPrefix) ||
+      target.size() == kEventsPrefix.size() ||
+      target.size() > kEventsPrefix.size() + kMaxIdBytes) {
+    return Error(absl::InvalidArgumentError(absl::StrCat(
+        "for: ", Quoted(target),
+        " is not an event stream's path (/api/events/ID); tickets open "
+        "only those")));
+  }
+  const std::string ticket = tickets_.Issue(*who, target);
+  return Json(
+      200, absl::StrCat("{\"ticket\":", Quote(ticket), ",\"expires_in\":",
+                        absl::ToInt64Seconds(options_.ticket_lifetime), "}"));
+}
+
 void Dashboard::StreamEvents(const http::Request& request,
                              http::StreamWriter& writer) const {
   auto fail = [&writer](const absl::Status& status) {
@@ -317,7 +352,21 @@ void Dashboard::StreamEvents(const http::Request& request,
       writer.Write(response.body);
     }
   };
-  absl::StatusOr<auth::Principal> who = Authorize(request, auth::Role::kViewer);
+  absl::StatusOr<auth::Principal> who;
+  if (request.HasParam("ticket") && options_.tokens != nullptr) {
+    // Used up here, whether or not it is good.
+    std::optional<auth::Principal> holder =
+        tickets_.Redeem(request.Param("ticket"), request.path);
+    if (holder.has_value()) {
+      who = *holder;
+    } else {
+      who = absl::UnauthenticatedError(
+          "the ticket is unknown, used, expired or for another path: get a "
+          "new one from POST /api/tickets");
+    }
+  } else {
+    who = Authorize(request, auth::Role::kViewer);
+  }
   if (!who.ok()) return fail(who.status());
   auto [id, rest] = SplitJobPath(request.path, kEventsPrefix);
   if (id.empty() || !rest.empty()) {

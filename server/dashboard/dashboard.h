@@ -9,6 +9,9 @@
 //   POST /api/jobs                SubmitJobRequest -> Job       (operator)
 //   GET  /api/jobs/ID             Job
 //   POST /api/jobs/ID/cancel      CancelJob -> Job              (operator)
+//   POST /api/tickets?for=PATH    {"ticket", "expires_in"}: a single-use
+//                                 ticket that opens PATH (/api/events/ID)
+//                                 once, within a minute
 //   GET  /api/events/ID           the job's events as text/event-stream:
 //                                 "id: <seq>", "event: <name>", "data: <the
 //                                 wire Event as JSON>"; resumes after the
@@ -22,11 +25,13 @@
 // proto's field names. Errors are {"error": {"code", "message"}} with the
 // HTTP status of the code (400, 401, 403, 404, 409, 429, 503).
 //
-// Auth (when a token store is given): every /api/ request needs a bearer
-// token, in an `Authorization: Bearer <token>` header or, because a browser's
-// EventSource cannot set headers, a `token` query parameter. Viewers may
-// read; submitting and cancelling need the operator role. The page's files
-// are public (they hold no data).
+// Auth (when a token file is given): every /api/ request needs a bearer
+// token in an `Authorization: Bearer <token>` header. A browser's EventSource
+// cannot set headers, and a token in a URL ends up in proxy and access logs,
+// so an event stream may instead carry `?ticket=` from POST /api/tickets
+// (issued to the token's client, for that path, used up when the stream
+// opens). Viewers may read; submitting and cancelling need the operator role.
+// The page's files are public (they hold no data).
 #ifndef YOLOHOOK_SERVER_DASHBOARD_DASHBOARD_H_
 #define YOLOHOOK_SERVER_DASHBOARD_DASHBOARD_H_
 
@@ -34,7 +39,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/auth/token_store.h"
+#include "server/auth/ticket_book.h"
+#include "server/auth/token_registry.h"
 #include "server/events/event_bus.h"
 #include "server/http/http_server.h"
 #include "server/jobs/job_manager.h"
@@ -52,7 +58,9 @@ class Dashboard {
     events::EventBus* bus = nullptr;      // events to stream
     // Bearer tokens and roles; null: no authentication (every caller is an
     // admin).
-    const auth::TokenStore* tokens = nullptr;
+    const auth::TokenRegistry* tokens = nullptr;
+    // How long an event-stream ticket stays good.
+    absl::Duration ticket_lifetime = absl::Seconds(60);
     // An SSE comment is sent after this much silence, so that proxies keep
     // the stream open and a vanished browser is noticed.
     absl::Duration heartbeat = absl::Seconds(15);
@@ -75,10 +83,13 @@ class Dashboard {
   http::Response SubmitJob(const http::Request& request) const;
   http::Response GetJob(const http::Request& request) const;
   http::Response CancelJob(const http::Request& request) const;
+  http::Response IssueTicket(const http::Request& request) const;
   void StreamEvents(const http::Request& request,
                     http::StreamWriter& writer) const;
 
   const Options options_;
+  // Thread-safe; issued and redeemed by const handlers.
+  mutable auth::TicketBook tickets_;
 };
 
 }  // namespace yolohook::dashboard

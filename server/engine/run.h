@@ -55,6 +55,11 @@ struct RunOptions {
   // set. Results go to stream.on_result only (PredictSummary::results stays
   // empty, so a long stream does not accumulate them).
   FrameStream stream;
+  // Checks arguments the engine takes from somewhere other than its caller
+  // (on resume, those a checkpoint saved) before it uses them; an error ends
+  // the run with it. Null: nothing is checked.
+  std::function<absl::Status(const std::map<std::string, std::string>& args)>
+      check_args;
 };
 
 struct TrainSummary {

@@ -221,6 +221,18 @@ class Trainer {
     resumed.threads = config_.threads;
     resumed.workers = config_.workers;
     resumed.verbose = config_.verbose;
+    if (run_.check_args) {
+      // The checkpoint's arguments (data, project, ...) are taken as they
+      // were saved: they must pass the caller's rules as its own do.
+      absl::Status allowed = run_.check_args(ArgsMap(resumed));
+      if (!allowed.ok()) {
+        return absl::Status(
+            allowed.code(),
+            absl::StrCat("resume=", path,
+                         ": the arguments saved in the checkpoint: ",
+                         allowed.message()));
+      }
+    }
     config_ = resumed;
     save_dir_ = fs::path(path).parent_path().parent_path().string();
     start_epoch_ = ckpt.epoch + 1;

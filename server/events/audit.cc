@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/limits.h"
 
 namespace yolohook::events {
 namespace {
@@ -43,15 +44,15 @@ std::string SummarizeMutation(const v1::Mutation& mutation,
       std::vector<std::string> items;
       for (const auto& [name, value] :
            Sorted(mutation.log_metrics().metrics())) {
-        items.push_back(absl::StrCat(name, ":", value));
+        items.push_back(absl::StrCat(Escaped(name), ":", value));
       }
       return absl::StrCat("metrics+={", absl::StrJoin(items, ","), "}");
     }
     case v1::Mutation::kStopTraining: {
       const std::string& reason = mutation.stop_training().reason();
-      return reason.empty()
-                 ? std::string("stop_training=true")
-                 : absl::StrCat("stop_training=true (\"", reason, "\")");
+      return reason.empty() ? std::string("stop_training=true")
+                            : absl::StrCat("stop_training=true (",
+                                           Quoted(reason, 256), ")");
     }
     case v1::Mutation::kSetHyperparameters: {
       std::vector<std::string> items;
@@ -63,12 +64,13 @@ std::string SummarizeMutation(const v1::Mutation& mutation,
           if (it != ctx.trainer->hyperparameters.end())
             old = absl::StrCat(it->second);
         }
-        items.push_back(absl::StrCat(name, " ", old, "->", value));
+        items.push_back(absl::StrCat(Escaped(name), " ", old, "->", value));
       }
       return absl::StrCat("hyperparameters ", absl::StrJoin(items, ", "));
     }
     case v1::Mutation::kFailJob:
-      return absl::StrCat("fail_job=\"", mutation.fail_job().reason(), "\"");
+      return absl::StrCat("fail_job=",
+                          Quoted(mutation.fail_job().reason(), 256));
     case v1::Mutation::KIND_NOT_SET:
       break;
   }
@@ -76,13 +78,16 @@ std::string SummarizeMutation(const v1::Mutation& mutation,
 }
 
 std::string FormatAuditLine(const AuditEntry& entry) {
+  // The ids come from the client: escaped and bounded, so that a reply cannot
+  // forge or flood log lines.
   std::string line =
-      absl::StrCat("[", entry.job_id, "] audit: client=", entry.client);
+      absl::StrCat("[", Escaped(entry.job_id, kMaxIdBytes),
+                   "] audit: client=", Escaped(entry.client, kMaxIdBytes));
   if (!entry.event.empty()) absl::StrAppend(&line, " event=", entry.event);
-  absl::StrAppend(&line, " seq=", entry.seq,
-                  " subscription=", entry.subscription_id);
+  absl::StrAppend(&line, " seq=", entry.seq, " subscription=",
+                  Escaped(entry.subscription_id, kMaxIdBytes));
   if (!entry.rejected.empty()) {
-    absl::StrAppend(&line, " rejected: ", entry.rejected);
+    absl::StrAppend(&line, " rejected: ", Escaped(entry.rejected, 1024));
   } else if (entry.changes.empty()) {
     absl::StrAppend(&line, " applied: (no changes)");
   } else {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/config.h"
+#include "server/common/limits.h"
 #include "server/common/status_macros.h"
 #include "server/events/event_bus.h"
 
@@ -131,6 +132,18 @@ absl::Status ValidateResult(const v1::Result& r, size_t index,
                             const Result* current) {
   const std::string where =
       absl::StrCat("replace_results.results[", index, "]");
+  YH_RETURN_IF_ERROR(
+      CheckLength(absl::StrCat(where, ".path"), r.path(), kMaxArgValueBytes));
+  YH_RETURN_IF_ERROR(CheckCount(absl::StrCat(where, ".boxes"),
+                                static_cast<size_t>(r.boxes_size()),
+                                kMaxBoxes));
+  YH_RETURN_IF_ERROR(CheckCount(absl::StrCat(where, ".names"),
+                                static_cast<size_t>(r.names_size()),
+                                kMaxMapEntries));
+  for (const auto& [id, name] : r.names()) {
+    YH_RETURN_IF_ERROR(CheckLength(absl::StrCat(where, ".names[", id, "]"),
+                                   name, kMaxNameBytes));
+  }
   if (r.orig_height() < 0 || r.orig_width() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         where, ": negative image size ", r.orig_width(), "x", r.orig_height()));
@@ -143,10 +156,14 @@ absl::Status ValidateResult(const v1::Result& r, size_t index,
   for (int b = 0; b < r.boxes_size(); ++b) {
     const v1::Box& box = r.boxes(b);
     const std::string field = absl::StrCat(where, ".boxes[", b, "]");
-    for (float v : {box.x1(), box.y1(), box.x2(), box.y2(), box.conf()}) {
+    const std::pair<const char*, float> values[] = {
+        {"x1", box.x1()}, {"y1", box.y1()},     {"x2", box.x2()},
+        {"y2", box.y2()}, {"conf", box.conf()},
+    };
+    for (const auto& [name, v] : values) {
       if (!std::isfinite(v)) {
         return absl::InvalidArgumentError(
-            absl::StrCat(field, ": non-finite coordinate or conf"));
+            absl::StrCat(field, ".", name, ": ", v, " is not a finite number"));
       }
     }
     if (box.x1() > box.x2() || box.y1() > box.y2()) {
@@ -424,14 +441,21 @@ absl::Status ValidateMutation(const v1::Mutation& mutation,
             absl::StrCat("log_metrics is not allowed at ", event_name,
                          " (trainer events only)"));
       }
+      YH_RETURN_IF_ERROR(
+          CheckCount("log_metrics.metrics",
+                     static_cast<size_t>(mutation.log_metrics().metrics_size()),
+                     kMaxMapEntries));
       for (const auto& [name, value] : mutation.log_metrics().metrics()) {
         if (name.empty()) {
           return absl::InvalidArgumentError(
               "log_metrics.metrics: empty metric name");
         }
+        YH_RETURN_IF_ERROR(
+            CheckLength("log_metrics.metrics key", name, kMaxNameBytes));
         if (!std::isfinite(value)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "log_metrics.metrics[\"", name, "\"]: non-finite value ", value));
+          return absl::InvalidArgumentError(
+              absl::StrCat("log_metrics.metrics[", Quoted(name),
+                           "]: non-finite value ", value));
         }
       }
       return absl::OkStatus();
@@ -442,27 +466,35 @@ absl::Status ValidateMutation(const v1::Mutation& mutation,
             absl::StrCat("stop_training is not allowed at ", event_name,
                          " (trainer events only)"));
       }
-      return absl::OkStatus();
+      return CheckLength("stop_training.reason",
+                         mutation.stop_training().reason(), kMaxTextBytes);
     case v1::Mutation::kSetHyperparameters: {
       if (!IsTrainerEvent(ctx)) {
         return absl::FailedPreconditionError(
             absl::StrCat("set_hyperparameters is not allowed at ", event_name,
                          " (trainer events only)"));
       }
+      YH_RETURN_IF_ERROR(CheckCount(
+          "set_hyperparameters.values",
+          static_cast<size_t>(mutation.set_hyperparameters().values_size()),
+          kMaxMapEntries));
       Config scratch;
       for (const auto& [name, value] :
            mutation.set_hyperparameters().values()) {
+        YH_RETURN_IF_ERROR(
+            CheckLength("set_hyperparameters.values key", name, kMaxNameBytes));
         absl::Status status = SetHyperparameter(scratch, name, value);
         if (!status.ok()) {
           return absl::InvalidArgumentError(
-              absl::StrCat("set_hyperparameters.values[\"", name,
-                           "\"]: ", status.message()));
+              absl::StrCat("set_hyperparameters.values[", Quoted(name),
+                           "]: ", status.message()));
         }
       }
       return absl::OkStatus();
     }
     case v1::Mutation::kFailJob:
-      return absl::OkStatus();
+      return CheckLength("fail_job.reason", mutation.fail_job().reason(),
+                         kMaxTextBytes);
     case v1::Mutation::KIND_NOT_SET:
       break;
   }

@@ -25,10 +25,13 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/arena.h"
+#include "server/common/limits.h"
+#include "server/common/status_macros.h"
 #include "server/events/audit.h"
 #include "server/events/conversions.h"
 
@@ -116,6 +119,10 @@ struct RoundTrip {
   std::string end_cause;  // "disconnected", "unsubscribed", "server shut down"
 };
 
+// A job the bus knows: one that is running, or a finished one that a
+// subscription still refers to (by id or by a replay cursor). With an
+// EventLog, finished jobs nobody refers to are forgotten (their events stay
+// in the log), so that memory follows live jobs, not every job ever run.
 struct JobRecord {
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> args;
@@ -124,7 +131,13 @@ struct JobRecord {
   int64_t logged_seq = 0;     // last seq the EventLog stored
   std::deque<EventPtr> ring;  // the last memory_retention events, and any
                               // not yet stored
+  int32_t attempt = 1;        // the run its events belong to
+  // Subscribe calls in progress that hold the job in memory.
+  int pins = 0;
   bool finished = false;
+  // Stopped by a server going away; it resumes (here or on another server),
+  // so subscriptions that follow it do not end with JOBS_DONE.
+  bool interrupted = false;
 };
 
 // Everything the bus shares with its streams.
@@ -283,6 +296,8 @@ class BusCore {
                  const std::map<std::string, int64_t>& resume_override = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Ends a job-id subscription whose jobs have all finished (an interrupted
+  // job has not: it resumes) once its replays are done.
   void MaybeJobsDoneLocked(const std::shared_ptr<Subscription>& sub,
                            NotifyList& notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -290,10 +305,28 @@ class BusCore {
       return;
     for (const std::string& id : sub->job_ids) {
       auto it = jobs_.find(id);
-      if (it != jobs_.end() && !it->second.finished) return;
+      if (it != jobs_.end() &&
+          (!it->second.finished || it->second.interrupted)) {
+        return;
+      }
     }
     EndLocked(sub, v1::END_REASON_JOBS_DONE, "every selected job finished", "",
               notify);
+  }
+
+  // Forgets a finished job that no subscription refers to any more (see
+  // JobRecord). Its events are in the log by then (FinishJob flushed it).
+  void ReleaseIfUnusedLocked(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (options_.log == nullptr) return;
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end() || !it->second.finished || it->second.pins > 0)
+      return;
+    for (const auto& sub : subs_) {
+      if (sub->job_ids.count(job_id) || sub->replay_cursor.count(job_id))
+        return;
+    }
+    jobs_.erase(it);
   }
 
   std::map<std::string, int64_t> ResumeSeqsLocked(const Subscription& sub) const
@@ -325,11 +358,14 @@ class BusCore {
   void StartJobLocked(const std::string& job_id,
                       const std::map<std::string, std::string>& labels,
                       const std::map<std::string, std::string>& args,
-                      int64_t last_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                      int64_t last_seq, int32_t attempt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     JobRecord& job = jobs_[job_id];
     job.labels = labels;
     job.args = args;
+    job.attempt = std::max(attempt, 1);
     job.finished = false;
+    job.interrupted = false;
     job.last_seq = std::max(job.last_seq, last_seq);
     job.published_seq = std::max(job.published_seq, last_seq);
     for (const auto& sub : subs_) {
@@ -434,16 +470,75 @@ void BusCore::EndLocked(const std::shared_ptr<Subscription>& sub,
   sub->pending.clear();
   cv_.SignalAll();
   PushLocked(*sub, std::move(end), notify);
+  for (const std::string& job_id : sub->job_ids) ReleaseIfUnusedLocked(job_id);
 }
 
-absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
-  const std::string& id = request.subscription_id();
-  auto invalid = [&id](const std::string& what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("subscription \"", id, "\": ", what));
-  };
-  if (id.empty())
+namespace {
+
+// Checks the sizes and enum values of a Subscribe before anything of it is
+// used or repeated.
+absl::Status CheckSubscribe(const v1::Subscribe& request) {
+  if (request.subscription_id().empty())
     return absl::InvalidArgumentError("subscription: empty subscription_id");
+  YH_RETURN_IF_ERROR(CheckLength("Subscribe.subscription_id",
+                                 request.subscription_id(), kMaxIdBytes));
+  const std::string sub = Quoted(request.subscription_id());
+  YH_RETURN_IF_ERROR(CheckCount(absl::StrCat("subscription ", sub, ": job_ids"),
+                                request.job_ids_size(), kMaxJobIds));
+  for (int i = 0; i < request.job_ids_size(); ++i) {
+    YH_RETURN_IF_ERROR(
+        CheckLength(absl::StrCat("subscription ", sub, ": job_ids[", i, "]"),
+                    request.job_ids(i), kMaxIdBytes));
+  }
+  YH_RETURN_IF_ERROR(CheckLabels(
+      absl::StrCat("subscription ", sub, ": match_labels"),
+      std::map<std::string, std::string>(request.match_labels().begin(),
+                                         request.match_labels().end())));
+  YH_RETURN_IF_ERROR(CheckCount(absl::StrCat("subscription ", sub, ": events"),
+                                request.events_size(), kMaxEventNames));
+  for (int i = 0; i < request.events_size(); ++i) {
+    YH_RETURN_IF_ERROR(
+        CheckLength(absl::StrCat("subscription ", sub, ": events[", i, "]"),
+                    request.events(i), kMaxEventNameBytes));
+  }
+  if (request.mode() != v1::SUBSCRIPTION_MODE_UNSPECIFIED &&
+      request.mode() != v1::SUBSCRIPTION_MODE_OBSERVE &&
+      request.mode() != v1::SUBSCRIPTION_MODE_INTERCEPT) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subscription ", sub, ": mode: unknown value ",
+        static_cast<int>(request.mode()),
+        " (SUBSCRIPTION_MODE_OBSERVE = 1, SUBSCRIPTION_MODE_INTERCEPT = 2)"));
+  }
+  if (request.failure_mode() != v1::FAILURE_MODE_UNSPECIFIED &&
+      request.failure_mode() != v1::FAILURE_MODE_CONTINUE &&
+      request.failure_mode() != v1::FAILURE_MODE_FAIL_JOB) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subscription ", sub, ": failure_mode: unknown value ",
+        static_cast<int>(request.failure_mode()),
+        " (FAILURE_MODE_CONTINUE = 1, FAILURE_MODE_FAIL_JOB = 2)"));
+  }
+  return absl::OkStatus();
+}
+
+// The ids of a Reply or ExtendDeadline, checked before they are repeated.
+absl::Status CheckReplyIds(absl::string_view what,
+                           const std::string& subscription_id,
+                           const std::string& job_id) {
+  YH_RETURN_IF_ERROR(CheckLength(absl::StrCat(what, ".subscription_id"),
+                                 subscription_id, kMaxIdBytes));
+  return CheckLength(absl::StrCat(what, ".job_id"), job_id, kMaxIdBytes);
+}
+
+}  // namespace
+
+absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
+  YH_RETURN_IF_ERROR(CheckSubscribe(request));
+  const std::string& id = request.subscription_id();
+  const std::string quoted_id = Quoted(id);
+  auto invalid = [&quoted_id](const std::string& what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("subscription ", quoted_id, ": ", what));
+  };
   auto sub = std::make_shared<Subscription>();
   sub->id = id;
   sub->stream = this;
@@ -488,14 +583,33 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
   sub->priority = request.priority();
   sub->include_images = request.include_images();
 
-  // Jobs unknown in memory may still be in the log (a restart): look them up
-  // without the lock, then register them as finished.
+  // The selected jobs are pinned in memory until the subscription refers to
+  // them itself, so that none is released between the steps below (which
+  // drop the lock to read the log).
+  std::vector<std::string> pinned;
+  auto unpin = absl::MakeCleanup([this, &pinned] {
+    absl::MutexLock lock(&bus_->mu_);
+    for (const std::string& job : pinned) {
+      auto it = bus_->jobs_.find(job);
+      if (it != bus_->jobs_.end()) --it->second.pins;
+      bus_->ReleaseIfUnusedLocked(job);
+    }
+  });
+  // Jobs unknown in memory may still be in the log (a restart, or a job
+  // finished and released): look them up without the lock, then register
+  // them as finished.
   std::map<std::string, int64_t> logged_last;
   std::vector<std::string> unknown;
   {
     absl::MutexLock lock(&bus_->mu_);
     for (const std::string& job : sub->job_ids) {
-      if (!bus_->jobs_.count(job)) unknown.push_back(job);
+      auto it = bus_->jobs_.find(job);
+      if (it == bus_->jobs_.end()) {
+        unknown.push_back(job);
+      } else {
+        ++it->second.pins;
+        pinned.push_back(job);
+      }
     }
   }
   if (!unknown.empty()) bus_->FlushLog();
@@ -506,8 +620,9 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
       if (seq.ok()) last = *seq;
     }
     if (last <= 0) {
-      return absl::NotFoundError(absl::StrCat(
-          "subscription \"", id, "\": job \"", job, "\" does not exist"));
+      return absl::NotFoundError(absl::StrCat("subscription ", quoted_id,
+                                              ": job ", Quoted(job),
+                                              " does not exist"));
     }
     logged_last[job] = last;
   }
@@ -518,9 +633,11 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
     absl::MutexLock lock(&bus_->mu_);
     for (const auto& [job, last] : logged_last) {
       if (!bus_->jobs_.count(job)) {
-        bus_->StartJobLocked(job, {}, {}, last);
+        bus_->StartJobLocked(job, {}, {}, last, 1);
         bus_->jobs_[job].finished = true;
       }
+      ++bus_->jobs_[job].pins;
+      pinned.push_back(job);
     }
     for (const std::string& job : sub->job_ids) {
       const JobRecord& record = bus_->jobs_[job];
@@ -539,16 +656,17 @@ absl::Status StreamImpl::Subscribe(const v1::Subscribe& request) {
     absl::MutexLock lock(&bus_->mu_);
     if (bus_->shutdown_ || closed_) {
       return absl::UnavailableError(absl::StrCat(
-          "subscription \"", id, "\": the server is shutting down"));
+          "subscription ", quoted_id, ": the server is shutting down"));
     }
     if (active_.count(id))
       return invalid("duplicate subscription_id on this stream");
     if (active_.size() >= bus_->options_.max_subscriptions_per_stream) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "subscription \"", id, "\": this stream already has ", active_.size(),
-          " subscriptions, the limit per stream (yolohookd "
-          "--max_subscriptions); unsubscribe one or open another "
-          "stream"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("subscription ", quoted_id, ": this stream already has ",
+                       active_.size(),
+                       " subscriptions, the limit per stream (yolohookd "
+                       "--max_subscriptions); unsubscribe one or open another "
+                       "stream"));
     }
     sub->order = bus_->next_order_++;
     auto ack = std::make_shared<v1::ServerMessage>();
@@ -610,9 +728,9 @@ absl::Status StreamImpl::Unsubscribe(const std::string& subscription_id) {
     absl::MutexLock lock(&bus_->mu_);
     auto it = active_.find(subscription_id);
     if (it == active_.end()) {
-      return absl::NotFoundError(absl::StrCat("unsubscribe: no subscription \"",
-                                              subscription_id,
-                                              "\" on this stream"));
+      return absl::NotFoundError(absl::StrCat("unsubscribe: no subscription ",
+                                              Quoted(subscription_id),
+                                              " on this stream"));
     }
     std::shared_ptr<Subscription> sub = it->second;
     bus_->EndLocked(sub, v1::END_REASON_UNSUBSCRIBED, "unsubscribed",
@@ -645,14 +763,27 @@ v1::ReplyResult StreamImpl::Reply(const v1::Reply& reply) {
 v1::ReplyResult StreamImpl::ReplyOnce(const v1::Reply& reply,
                                       absl::Duration* round_trip) {
   v1::ReplyResult result;
-  result.set_subscription_id(reply.subscription_id());
-  result.set_job_id(reply.job_id());
   result.set_seq(reply.seq());
   AuditEntry audit;
   audit.client = client_;
   audit.job_id = reply.job_id();
   audit.seq = reply.seq();
   audit.subscription_id = reply.subscription_id();
+  if (absl::Status ids =
+          CheckReplyIds("Reply", reply.subscription_id(), reply.job_id());
+      !ids.ok()) {
+    // Oversized ids are not echoed back.
+    {
+      absl::MutexLock lock(&bus_->mu_);
+      ++bus_->stats_.replies_rejected;
+    }
+    result.set_reason(std::string(ids.message()));
+    audit.rejected = result.reason();
+    Audit(audit);
+    return result;
+  }
+  result.set_subscription_id(reply.subscription_id());
+  result.set_job_id(reply.job_id());
   {
     absl::MutexLock lock(&bus_->mu_);
     auto it = active_.find(reply.subscription_id());
@@ -667,9 +798,9 @@ v1::ReplyResult StreamImpl::ReplyOnce(const v1::Reply& reply,
     if (trip == nullptr) {
       ++bus_->stats_.replies_rejected;
       result.set_reason(absl::StrCat(
-          "no event of job \"", reply.job_id(), "\" seq ", reply.seq(),
-          " awaits a reply on subscription \"", reply.subscription_id(),
-          "\" (late, duplicate or unknown)"));
+          "no event of job ", Quoted(reply.job_id()), " seq ", reply.seq(),
+          " awaits a reply on subscription ", Quoted(reply.subscription_id()),
+          " (late, duplicate or unknown)"));
     } else {
       audit.event = trip->event_name;
       // A rejected reply ends the round trip too, without changes: the
@@ -706,9 +837,15 @@ v1::ReplyResult StreamImpl::ReplyOnce(const v1::Reply& reply,
 
 v1::ReplyResult StreamImpl::ExtendDeadline(const v1::ExtendDeadline& request) {
   v1::ReplyResult result;
+  result.set_seq(request.seq());
+  if (absl::Status ids = CheckReplyIds(
+          "ExtendDeadline", request.subscription_id(), request.job_id());
+      !ids.ok()) {
+    result.set_reason(std::string(ids.message()));
+    return result;
+  }
   result.set_subscription_id(request.subscription_id());
   result.set_job_id(request.job_id());
-  result.set_seq(request.seq());
   absl::MutexLock lock(&bus_->mu_);
   auto it = active_.find(request.subscription_id());
   RoundTrip* trip = nullptr;
@@ -721,8 +858,8 @@ v1::ReplyResult StreamImpl::ExtendDeadline(const v1::ExtendDeadline& request) {
   }
   if (trip == nullptr) {
     result.set_reason(absl::StrCat(
-        "no event of job \"", request.job_id(), "\" seq ", request.seq(),
-        " awaits a reply on subscription \"", request.subscription_id(), "\""));
+        "no event of job ", Quoted(request.job_id()), " seq ", request.seq(),
+        " awaits a reply on subscription ", Quoted(request.subscription_id())));
     return result;
   }
   *result.mutable_deadline() = ToTimestamp(trip->deadline);
@@ -760,6 +897,7 @@ MessagePtr StreamImpl::NextOf(const std::shared_ptr<Subscription>& sub,
     if (sub->ended || sub->replay_cursor.empty()) return nullptr;
     const std::string job_id = sub->replay_cursor.begin()->first;
     int64_t& cursor = sub->replay_cursor.begin()->second;
+    // A job with a replay cursor is never released (ReleaseIfUnusedLocked).
     JobRecord& job = bus_->jobs_[job_id];
     if (cursor > job.published_seq) {
       // Caught up: live delivery continues from here.
@@ -767,6 +905,7 @@ MessagePtr StreamImpl::NextOf(const std::shared_ptr<Subscription>& sub,
       sub->replay_cursor.erase(job_id);
       sub->replay_buffer.erase(job_id);
       bus_->MaybeJobsDoneLocked(sub, notify);
+      bus_->ReleaseIfUnusedLocked(job_id);
       continue;
     }
     const int64_t seq = cursor;
@@ -874,7 +1013,8 @@ std::shared_ptr<Stream> EventBus::Connect(std::function<void()> on_ready,
 
 void EventBus::StartJob(const std::string& job_id,
                         const std::map<std::string, std::string>& labels,
-                        const std::map<std::string, std::string>& args) {
+                        const std::map<std::string, std::string>& args,
+                        int32_t attempt) {
   int64_t last = 0;
   if (impl_->options_.log != nullptr) {
     impl_->FlushLog();
@@ -882,7 +1022,7 @@ void EventBus::StartJob(const std::string& job_id,
     if (seq.ok()) last = *seq;
   }
   absl::MutexLock lock(&impl_->mu_);
-  impl_->StartJobLocked(job_id, labels, args, last);
+  impl_->StartJobLocked(job_id, labels, args, last, attempt);
 }
 
 int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
@@ -897,12 +1037,14 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
   const size_t event_index = static_cast<size_t>(ctx.event);
   const absl::Time time = b.options_.now();
   int64_t seq;
+  int32_t attempt;
   std::map<std::string, std::string> args;
   std::vector<std::shared_ptr<Subscription>> interceptors;
   {
     absl::MutexLock lock(&b.mu_);
     JobRecord& job = b.jobs_[job_id];
     seq = ++job.last_seq;
+    attempt = job.attempt;
     ++b.stats_.events_published;
     args = job.args;
     if (!b.shutdown_) {
@@ -942,6 +1084,7 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
                     sub->include_images
                         ? encode
                         : std::function<std::string(const FrameView&)>());
+    event->set_attempt(attempt);
     event->set_subscription_id(sub->id);
     event->set_reply_required(true);
     RoundTrip trip;
@@ -997,8 +1140,9 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
 
   // The final state, converted once; a copy with frames only if an observer
   // asked for them.
-  auto final_event = std::make_shared<const v1::Event>(
-      ToWire(job_id, seq, time, ctx, args, nullptr));
+  v1::Event wire = ToWire(job_id, seq, time, ctx, args, nullptr);
+  wire.set_attempt(attempt);
+  auto final_event = std::make_shared<const v1::Event>(std::move(wire));
   std::vector<std::shared_ptr<Subscription>> observers;
   bool want_images = false;
   int64_t max_order = 0;
@@ -1017,8 +1161,9 @@ int64_t EventBus::Publish(const std::string& job_id, EventContext& ctx) {
   EventPtr image_event;
   if (want_images && encode && ctx.predictor != nullptr &&
       !ctx.predictor->frames.empty()) {
-    image_event = std::make_shared<const v1::Event>(
-        ToWire(job_id, seq, time, ctx, args, encode));
+    v1::Event with_images = ToWire(job_id, seq, time, ctx, args, encode);
+    with_images.set_attempt(attempt);
+    image_event = std::make_shared<const v1::Event>(std::move(with_images));
   }
   auto wrap = [&](const Subscription& sub) {
     return EventMessage(
@@ -1081,7 +1226,7 @@ Callback EventBus::CallbackFor(const std::string& job_id) {
 
 void EventBus::FlushLog() { impl_->FlushLog(); }
 
-void EventBus::FinishJob(const std::string& job_id) {
+void EventBus::FinishJob(const std::string& job_id, JobEnd end) {
   impl_->FlushLog();
   {
     absl::MutexLock lock(&impl_->log_mu_);
@@ -1093,21 +1238,37 @@ void EventBus::FinishJob(const std::string& job_id) {
     auto it = impl_->jobs_.find(job_id);
     if (it == impl_->jobs_.end()) return;
     it->second.finished = true;
+    it->second.interrupted = end == JobEnd::kInterrupted;
     // With a log every event is stored by now (flushed above): later replays
     // read it, and memory stays bounded by live jobs.
     if (impl_->options_.log != nullptr) it->second.ring.clear();
     std::vector<std::shared_ptr<Subscription>> subs = impl_->subs_;
     for (const auto& sub : subs) {
-      if (sub->job_ids.count(job_id)) impl_->MaybeJobsDoneLocked(sub, notify);
+      if (sub->job_ids.count(job_id)) {
+        impl_->MaybeJobsDoneLocked(sub, notify);
+      } else if (!sub->replay_cursor.count(job_id)) {
+        // Label and all-jobs subscriptions have every event of the job
+        // queued by now: nothing of it is left to resume.
+        sub->next_seq.erase(job_id);
+        sub->min_seq.erase(job_id);
+      }
     }
+    impl_->ReleaseIfUnusedLocked(job_id);
   }
   impl_->Notify(notify);
 }
 
 int64_t EventBus::LastSeq(const std::string& job_id) const {
-  absl::MutexLock lock(&impl_->mu_);
-  auto it = impl_->jobs_.find(job_id);
-  return it == impl_->jobs_.end() ? 0 : it->second.last_seq;
+  {
+    absl::MutexLock lock(&impl_->mu_);
+    auto it = impl_->jobs_.find(job_id);
+    if (it != impl_->jobs_.end()) return it->second.last_seq;
+  }
+  // A finished job the bus has forgotten: its events are in the log.
+  if (impl_->options_.log == nullptr) return 0;
+  impl_->FlushLog();
+  absl::StatusOr<int64_t> seq = impl_->options_.log->LastSeq(job_id);
+  return seq.ok() ? *seq : 0;
 }
 
 void EventBus::Shutdown() {
@@ -1117,8 +1278,18 @@ void EventBus::Shutdown() {
     impl_->shutdown_ = true;
     std::vector<std::shared_ptr<Subscription>> subs = impl_->subs_;
     for (const auto& sub : subs) {
-      impl_->EndLocked(sub, v1::END_REASON_SHUTDOWN,
-                       "the server is shutting down",
+      std::string message = "the server is shutting down";
+      std::vector<std::string> resuming;
+      for (const auto& [id, job] : impl_->jobs_) {
+        if (job.interrupted && impl_->Selects(*sub, id, job))
+          resuming.push_back(id);
+      }
+      if (!resuming.empty()) {
+        absl::StrAppend(&message, "; interrupted, resuming when a server ",
+                        "starts again: ", absl::StrJoin(resuming, ", "),
+                        " (subscribe again with from_seq = resume_seq)");
+      }
+      impl_->EndLocked(sub, v1::END_REASON_SHUTDOWN, message,
                        "was cut off by the server shutting down", notify);
     }
   }
@@ -1128,6 +1299,7 @@ void EventBus::Shutdown() {
 BusStats EventBus::stats() const {
   absl::MutexLock lock(&impl_->mu_);
   BusStats stats = impl_->stats_;
+  stats.jobs_in_memory = static_cast<int64_t>(impl_->jobs_.size());
   for (const auto& sub : impl_->subs_) {
     ++(sub->intercept ? stats.intercept_subscriptions
                       : stats.observer_subscriptions);

@@ -121,6 +121,9 @@ struct BusStats {
   // Active now (gauges, not counters).
   int64_t observer_subscriptions = 0;
   int64_t intercept_subscriptions = 0;
+  // Jobs held in memory: running ones, and finished ones a subscription
+  // still refers to.
+  int64_t jobs_in_memory = 0;
 };
 
 // Sequences each job's events, retains them (in memory, and through an
@@ -180,11 +183,14 @@ class EventBus {
   std::shared_ptr<Stream> Connect(std::function<void()> on_ready,
                                   std::string client = "");
 
-  // A job exists: label-selected subscriptions start following it. `args` are
-  // carried by its events. Call before its first Publish.
+  // A job exists (or resumes): label-selected subscriptions start following
+  // it. `args` are carried by its events and `attempt` (1 for the first run,
+  // one more for each resume) marks them. Call before its first Publish; a
+  // resumed job continues its seq after the last one stored.
   void StartJob(const std::string& job_id,
                 const std::map<std::string, std::string>& labels,
-                const std::map<std::string, std::string>& args);
+                const std::map<std::string, std::string>& args,
+                int32_t attempt = 1);
 
   // Publishes `ctx` as the job's next event (see the class comment); returns
   // its seq. Called on the job's thread; blocks only for interceptors, and
@@ -196,17 +202,28 @@ class EventBus {
   // A callback for the engine that publishes every event of `job_id`.
   Callback CallbackFor(const std::string& job_id);
 
-  // The job finished (call after its last Publish returned); subscriptions
-  // that select only finished jobs end with JOBS_DONE once their queues drain.
-  // With an EventLog, the job's events are released from memory (replays read
-  // the log).
-  void FinishJob(const std::string& job_id);
+  // How a job stopped publishing.
+  enum class JobEnd {
+    // It reached a final state.
+    kFinished,
+    // A server going away stopped it; it resumes later as a new attempt.
+    kInterrupted,
+  };
+
+  // The job stopped (call after its last Publish returned). Subscriptions
+  // that select only finished jobs end with JOBS_DONE once their queues
+  // drain; an interrupted job is not finished: its subscriptions stay until
+  // Shutdown ends them with SHUTDOWN and the seq to resume from. With an
+  // EventLog, the job's events are released from memory (replays read the
+  // log), and the job itself once no subscription refers to it.
+  void FinishJob(const std::string& job_id, JobEnd end = JobEnd::kFinished);
 
   // Waits until every event published so far is in the EventLog (events are
   // stored on a thread of the bus). No-op without a log.
   void FlushLog();
 
-  // The job's last seq so far (0 before its first event).
+  // The job's last seq so far (0 before its first event); for a finished job
+  // no longer in memory, the last one in the log.
   int64_t LastSeq(const std::string& job_id) const;
 
   // Ends every subscription with SHUTDOWN and releases waiting jobs (their

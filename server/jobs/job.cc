@@ -31,6 +31,16 @@ bool IsFinished(JobState state) {
   return state != JobState::kQueued && state != JobState::kRunning;
 }
 
+void JobRecord::Enter(JobState new_state, absl::Time time, std::string reason) {
+  state = new_state;
+  history.push_back({new_state, time, std::move(reason), attempt});
+  if (history.size() > kMaxHistory) {
+    history.erase(history.begin(),
+                  history.begin() + static_cast<std::ptrdiff_t>(history.size() -
+                                                                kMaxHistory));
+  }
+}
+
 v1::JobState StateToProto(JobState state) {
   switch (state) {
     case JobState::kQueued:
@@ -101,6 +111,16 @@ v1::Job ToProto(const JobRecord& job) {
     a->set_path(artifact.path);
   }
   out.set_last_seq(job.last_seq);
+  out.set_attempt(job.attempt);
+  out.set_direct(job.direct);
+  for (const StateChange& change : job.history) {
+    v1::StateChange* entry = out.add_history();
+    entry->set_state(StateToProto(change.state));
+    if (change.time != absl::InfinitePast())
+      *entry->mutable_time() = events::ToTimestamp(change.time);
+    entry->set_reason(change.reason);
+    entry->set_attempt(change.attempt);
+  }
   return out;
 }
 
@@ -136,6 +156,21 @@ absl::StatusOr<JobRecord> FromProto(const v1::Job& in) {
     job.artifacts.push_back({artifact.kind(), artifact.path()});
   }
   job.last_seq = in.last_seq();
+  job.attempt = in.attempt();
+  job.direct = in.direct();
+  for (const v1::StateChange& entry : in.history()) {
+    absl::StatusOr<JobState> entered = StateFromProto(entry.state());
+    if (!entered.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job ", in.id(), ": history: ", entered.status().message()));
+    }
+    StateChange change;
+    change.state = *entered;
+    if (entry.has_time()) change.time = events::FromTimestamp(entry.time());
+    change.reason = entry.reason();
+    change.attempt = entry.attempt();
+    job.history.push_back(std::move(change));
+  }
   return job;
 }
 

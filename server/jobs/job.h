@@ -44,7 +44,27 @@ struct Artifact {
   }
 };
 
+// One entry of a job's history: a state it entered.
+struct StateChange {
+  // The state entered.
+  JobState state = JobState::kQueued;
+  // When.
+  absl::Time time = absl::InfinitePast();
+  // Why (empty when there is nothing to say).
+  std::string reason;
+  // The attempt it belongs to.
+  int attempt = 0;
+
+  bool operator==(const StateChange& other) const {
+    return state == other.state && time == other.time &&
+           reason == other.reason && attempt == other.attempt;
+  }
+};
+
 struct JobRecord {
+  // History entries kept per job; older ones are dropped.
+  static constexpr size_t kMaxHistory = 64;
+
   std::string id;                             // server-assigned, unique
   Mode mode = Mode::kTrain;                   // what it runs
   JobState state = JobState::kQueued;         // where it is in its lifecycle
@@ -61,6 +81,17 @@ struct JobRecord {
   std::vector<Result> results;            // predict: one per image
   std::vector<Artifact> artifacts;        // files produced
   int64_t last_seq = 0;                   // seq of the job's last event so far
+  // Which run of the job this is: 1 from submission, one more each time an
+  // interrupted job is queued again to resume.
+  int attempt = 0;
+  // Started at once by RunNow or RunStream (Predict, PredictStream), outside
+  // the queue; such jobs are not resumed after an interruption.
+  bool direct = false;
+  // The states the job has been in, oldest first (at most kMaxHistory).
+  std::vector<StateChange> history;
+
+  // Sets `state` and notes it in the history at `time` with `reason`.
+  void Enter(JobState new_state, absl::Time time, std::string reason = "");
 };
 
 v1::JobState StateToProto(JobState state);

@@ -11,8 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "server/common/image_header.h"
+#include "server/common/limits.h"
 #include "server/common/status_macros.h"
 
 namespace yolohook::jobs {
@@ -68,6 +69,14 @@ std::string FinishDetail(const JobRecord& record,
   }
 }
 
+// How the bus is told a job ended: interrupted jobs that a later server
+// resumes are not finished for their subscribers.
+events::EventBus::JobEnd BusEnd(const JobRecord& record) {
+  return record.state == JobState::kInterrupted && !record.direct
+             ? events::EventBus::JobEnd::kInterrupted
+             : events::EventBus::JobEnd::kFinished;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
@@ -88,9 +97,13 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
       new JobManager(std::move(options), store, runner, bus));
   YH_RETURN_IF_ERROR(manager->Recover());
   absl::MutexLock lock(&manager->shutdown_mu_);
+  JobManager* self = manager.get();
   for (int i = 0; i < manager->options_.concurrency; ++i) {
-    JobManager* self = manager.get();
     manager->workers_.emplace_back([self] { self->WorkerLoop(); });
+  }
+  const absl::Duration every = manager->options_.retention_interval;
+  if (every > absl::ZeroDuration() && every != absl::InfiniteDuration()) {
+    manager->retention_thread_ = std::thread([self] { self->RetentionLoop(); });
   }
   return manager;
 }
@@ -109,17 +122,21 @@ absl::Time JobManager::Now() const {
   return options_.now ? options_.now() : absl::Now();
 }
 
-void JobManager::Log(const std::string& id, absl::string_view line) const {
-  // Every line of a multi-line message carries the prefix, so that the lines
-  // of concurrent jobs can be told apart.
+void JobManager::Log(const std::string& id, absl::string_view text) const {
+  // Every line of a multi-line message is a record of its own with the
+  // prefix, so that the lines of concurrent jobs can be told apart.
   const std::string prefix = absl::StrCat("[", id, "] ");
-  const std::string text =
-      absl::StrCat(prefix, absl::StrReplaceAll(line, {{"\n", "\n" + prefix}}));
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    Emit(absl::StrCat(prefix, line));
+  }
+}
+
+void JobManager::Emit(absl::string_view record) const {
   if (options_.log) {
-    options_.log(text);
+    options_.log(record);
   } else {
     // One write per line keeps concurrent jobs' lines whole.
-    std::fputs(absl::StrCat(text, "\n").c_str(), stdout);
+    std::fputs(absl::StrCat(record, "\n").c_str(), stdout);
     std::fflush(stdout);
   }
 }
@@ -132,7 +149,10 @@ void JobManager::LogState(const JobRecord& record,
 
 absl::StatusOr<std::map<std::string, std::string>> JobManager::Validate(
     Mode mode, const std::map<std::string, std::string>& args,
+    const std::map<std::string, std::string>& labels,
     const std::vector<engine::InputImage>& images) const {
+  YH_RETURN_IF_ERROR(CheckArgs("args", args));
+  YH_RETURN_IF_ERROR(CheckLabels("labels", labels));
   absl::StatusOr<Config> config = MakeConfig(mode, args);
   if (!config.ok()) {
     return absl::InvalidArgumentError(config.status().message());
@@ -153,8 +173,10 @@ absl::StatusOr<std::map<std::string, std::string>> JobManager::Validate(
                      options_.max_images, " (yolohookd --max_images)"));
   }
   for (size_t i = 0; i < images.size(); ++i) {
+    YH_RETURN_IF_ERROR(CheckLength(absl::StrCat("images[", i, "].name"),
+                                   images[i].name, kMaxNameBytes));
     const std::string what =
-        absl::StrCat("images[", i, "] (\"", images[i].name, "\")");
+        absl::StrCat("images[", i, "] (", Quoted(images[i].name), ")");
     if (images[i].data.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": empty image data"));
@@ -167,7 +189,9 @@ absl::StatusOr<std::map<std::string, std::string>> JobManager::Validate(
 
 absl::Status JobManager::CheckFrame(int64_t index, absl::string_view name,
                                     absl::string_view data) const {
-  return CheckImageSize(absl::StrCat("frame ", index, " (\"", name, "\")"),
+  YH_RETURN_IF_ERROR(CheckLength(absl::StrCat("frame ", index, " image.name"),
+                                 name, kMaxNameBytes));
+  return CheckImageSize(absl::StrCat("frame ", index, " (", Quoted(name), ")"),
                         data, options_.max_image_pixels);
 }
 
@@ -198,12 +222,12 @@ void JobManager::PersistLocked(const JobRecord& record) {
 absl::Status JobManager::Recover() {
   YH_ASSIGN_OR_RETURN(std::vector<JobRecord> unfinished,
                       store_->MarkRunningInterrupted(Now()));
-  for (JobRecord job : unfinished) {
-    job.state = JobState::kInterrupted;
+  for (const JobRecord& job : unfinished) {
     LogState(job, absl::StrCat(": ", kRestartedError));
   }
   if (!options_.resume_interrupted) return absl::OkStatus();
-  // Jobs a clean shutdown interrupted are resumed as well.
+  // Jobs a clean shutdown interrupted are resumed as well. Jobs started by
+  // Predict or PredictStream are not: their callers were told UNAVAILABLE.
   std::vector<JobRecord> candidates;
   ListQuery query;
   query.states = {JobState::kInterrupted};
@@ -211,7 +235,7 @@ absl::Status JobManager::Recover() {
   do {
     YH_ASSIGN_OR_RETURN(ListPage page, store_->List(query));
     for (JobRecord& job : page.jobs) {
-      if (job.mode == Mode::kTrain) candidates.push_back(std::move(job));
+      if (!job.direct) candidates.push_back(std::move(job));
     }
     query.page_token = page.next_page_token;
   } while (!query.page_token.empty());
@@ -219,16 +243,12 @@ absl::Status JobManager::Recover() {
   std::reverse(candidates.begin(), candidates.end());
 
   for (JobRecord& job : candidates) {
-    if (job.save_dir.empty()) continue;
-    const std::string last =
-        (std::filesystem::path(job.save_dir) / "weights" / "last.pt").string();
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(last, ec)) continue;
-    job.args["resume"] = last;
-    job.state = JobState::kQueued;
+    const std::string reason = PrepareResume(job);
     job.error.clear();
     job.start_time = absl::InfinitePast();
     job.end_time = absl::InfinitePast();
+    ++job.attempt;
+    job.Enter(JobState::kQueued, Now(), reason);
     auto active = std::make_shared<Active>();
     active->record = job;
     {
@@ -237,19 +257,37 @@ absl::Status JobManager::Recover() {
       active_[job.id] = active;
       ++queued_;
     }
-    if (bus_ != nullptr) bus_->StartJob(job.id, job.labels, job.args);
-    LogState(job, absl::StrCat(", resuming from ", last));
+    if (bus_ != nullptr)
+      bus_->StartJob(job.id, job.labels, job.args, job.attempt);
+    LogState(job, absl::StrCat(", attempt ", job.attempt, ", ", reason));
     absl::MutexLock lock(&mu_);
     queue_.push_back(job.id);
   }
   return absl::OkStatus();
 }
 
+std::string JobManager::PrepareResume(JobRecord& job) {
+  if (job.mode != Mode::kTrain || job.save_dir.empty()) return "running again";
+  const std::filesystem::path save_dir(job.save_dir);
+  const std::string last = (save_dir / "weights" / "last.pt").string();
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(last, ec)) {
+    job.args["resume"] = last;
+    return absl::StrCat("resuming from ", last);
+  }
+  // No epoch finished: train again from the start, in the same run
+  // directory.
+  job.args["project"] = save_dir.parent_path().string();
+  job.args["name"] = save_dir.filename().string();
+  job.args["exist_ok"] = "true";
+  return absl::StrCat("training again from the start in ", job.save_dir);
+}
+
 absl::StatusOr<JobRecord> JobManager::Submit(
     Mode mode, const std::map<std::string, std::string>& args,
     const std::map<std::string, std::string>& labels,
     std::vector<engine::InputImage> images) {
-  YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, images));
+  YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, labels, images));
   auto active = std::make_shared<Active>();
   JobRecord record;
   int position = 0;  // among the jobs waiting, this one included
@@ -266,10 +304,11 @@ absl::StatusOr<JobRecord> JobManager::Submit(
     }
     record.id = NewIdLocked();
     record.mode = mode;
-    record.state = JobState::kQueued;
     record.args = checked;
     record.labels = labels;
     record.create_time = Now();
+    record.attempt = 1;
+    record.Enter(JobState::kQueued, record.create_time);
     YH_RETURN_IF_ERROR(store_->Put(record));
     active->record = record;
     active->images = std::move(images);
@@ -280,7 +319,7 @@ absl::StatusOr<JobRecord> JobManager::Submit(
   // The bus learns of the job before any worker can publish its events.
   // Logged before a worker can take it, so that QUEUED precedes RUNNING.
   LogState(record, absl::StrCat(", position ", position));
-  if (bus_ != nullptr) bus_->StartJob(record.id, labels, checked);
+  if (bus_ != nullptr) bus_->StartJob(record.id, labels, checked, 1);
   absl::MutexLock lock(&mu_);
   auto it = active_.find(record.id);
   // Cancel or Shutdown may have ended it meanwhile.
@@ -294,7 +333,7 @@ absl::StatusOr<JobRecord> JobManager::RunNow(
     Mode mode, const std::map<std::string, std::string>& args,
     const std::map<std::string, std::string>& labels,
     std::vector<engine::InputImage> images, DoneCallback done) {
-  YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, images));
+  YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, labels, images));
   auto active = std::make_shared<Active>();
   active->images = std::move(images);
   active->done = std::move(done);
@@ -307,7 +346,8 @@ absl::StatusOr<JobRecord> JobManager::RunStream(
     engine::FrameStream stream, DoneCallback done) {
   if (!stream)
     return absl::InvalidArgumentError("the frame stream has no source");
-  YH_ASSIGN_OR_RETURN(const Args checked, Validate(Mode::kPredict, args, {}));
+  YH_ASSIGN_OR_RETURN(const Args checked,
+                      Validate(Mode::kPredict, args, labels, {}));
   auto active = std::make_shared<Active>();
   active->stream = std::move(stream);
   active->done = std::move(done);
@@ -333,11 +373,13 @@ absl::StatusOr<JobRecord> JobManager::StartDirect(
     }
     record.id = NewIdLocked();
     record.mode = mode;
-    record.state = JobState::kRunning;
     record.args = args;
     record.labels = labels;
+    record.direct = true;
     record.create_time = Now();
     record.start_time = record.create_time;
+    record.attempt = 1;
+    record.Enter(JobState::kRunning, record.start_time);
     YH_RETURN_IF_ERROR(store_->Put(record));
     active->record = record;
     active_[record.id] = active;
@@ -390,8 +432,8 @@ void JobManager::WorkerLoop() {
       }
       job = it->second;
       --queued_;
-      job->record.state = JobState::kRunning;
       job->record.start_time = Now();
+      job->record.Enter(JobState::kRunning, job->record.start_time);
       PersistLocked(job->record);
       running = job->record;
     }
@@ -432,10 +474,28 @@ void JobManager::Execute(const std::shared_ptr<Active>& job) {
   run.log = [this, id](absl::string_view line) { Log(id, line); };
   run.images = job->images;
   run.stream = job->stream;
+  const Mode mode = work.mode;
+  if (options_.paths != nullptr) {
+    run.check_args = [paths = options_.paths,
+                      mode](const std::map<std::string, std::string>& args) {
+      return paths->ConfineArgs(mode, args).status();
+    };
+  }
 
   absl::Status status;
   try {
-    status = runner_->Run(work, run);
+    // Paths were checked at submission; a link or file may have changed
+    // since, so they are checked again where they are used.
+    status = run.check_args ? run.check_args(work.args) : absl::OkStatus();
+    if (!status.ok()) {
+      status = absl::Status(
+          status.code(),
+          absl::StrCat("the job's paths no longer pass the allowed roots "
+                       "(checked again before it ran): ",
+                       status.message()));
+    } else {
+      status = runner_->Run(work, run);
+    }
   } catch (const std::exception& e) {
     status = absl::InternalError(absl::StrCat("the job crashed: ", e.what()));
   } catch (...) {
@@ -453,25 +513,29 @@ void JobManager::Execute(const std::shared_ptr<Active>& job) {
     record.metrics = work.metrics;
     record.results = work.results;
     record.artifacts = work.artifacts;
+    JobState state;
+    std::string why;
     if (status.ok()) {
-      record.state = JobState::kSucceeded;
+      state = JobState::kSucceeded;
       record.error.clear();
     } else if (job->cancel.load() &&
                status.code() == absl::StatusCode::kCancelled) {
-      record.state =
-          job->interrupt ? JobState::kInterrupted : JobState::kCancelled;
+      state = job->interrupt ? JobState::kInterrupted : JobState::kCancelled;
       record.error = job->interrupt ? kShutdownError : "cancelled";
+      why = job->interrupt ? kShutdownError : job->cancel_reason;
     } else {
-      record.state = JobState::kFailed;
+      state = JobState::kFailed;
       record.error = std::string(status.message());
+      why = record.error;
     }
     record.end_time = Now();
+    record.Enter(state, record.end_time, std::move(why));
     record.last_seq = last_seq;
     PersistLocked(record);
     final_record = record;
   }
   LogState(final_record, FinishDetail(final_record, cancel_reason));
-  if (bus_ != nullptr) bus_->FinishJob(id);
+  if (bus_ != nullptr) bus_->FinishJob(id, BusEnd(final_record));
   {
     // Leaving active_ releases Wait: everything about the job is final now.
     absl::MutexLock lock(&mu_);
@@ -497,7 +561,16 @@ absl::StatusOr<JobRecord> JobManager::Get(const std::string& id) {
 }
 
 absl::StatusOr<ListPage> JobManager::List(const ListQuery& query) {
-  return store_->List(query);
+  YH_ASSIGN_OR_RETURN(ListPage page, store_->List(query));
+  // A running job's record is stored when its state changes, not at each
+  // event: its last seq so far is the bus's, as in Get.
+  if (bus_ != nullptr) {
+    for (JobRecord& job : page.jobs) {
+      if (job.state == JobState::kRunning)
+        job.last_seq = std::max(job.last_seq, bus_->LastSeq(job.id));
+    }
+  }
+  return page;
 }
 
 absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id,
@@ -520,9 +593,10 @@ absl::StatusOr<JobRecord> JobManager::Cancel(const std::string& id,
           interrupt = job.stream.interrupt;
           break;
         case JobState::kQueued:
-          job.record.state = JobState::kCancelled;
           job.record.error = "cancelled before it started";
           job.record.end_time = Now();
+          job.record.Enter(JobState::kCancelled, job.record.end_time,
+                           reason.empty() ? job.record.error : reason);
           PersistLocked(job.record);
           cancelled = job.record;
           --queued_;
@@ -575,6 +649,32 @@ absl::StatusOr<JobRecord> JobManager::Wait(const std::string& id,
   return store_->Get(id);
 }
 
+absl::StatusOr<RetentionResult> JobManager::ApplyRetention() {
+  YH_ASSIGN_OR_RETURN(RetentionResult result,
+                      store_->DeleteExpired(options_.retention, Now()));
+  if (result.jobs_deleted > 0) {
+    Emit(absl::StrFormat(
+        "retention: deleted %d finished jobs and %d events; the store takes "
+        "%.1f MB",
+        result.jobs_deleted, result.events_deleted,
+        static_cast<double>(result.bytes) / (1 << 20)));
+  }
+  return result;
+}
+
+void JobManager::RetentionLoop() {
+  while (true) {
+    absl::StatusOr<RetentionResult> applied = ApplyRetention();
+    if (!applied.ok()) {
+      Emit(absl::StrCat("retention failed: ", applied.status().message()));
+    }
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&shutting_down_),
+                         options_.retention_interval);
+    if (shutting_down_) return;
+  }
+}
+
 void JobManager::Shutdown(bool checkpoint) {
   absl::MutexLock shutdown_lock(&shutdown_mu_);
   std::vector<std::string> interrupted;
@@ -587,9 +687,10 @@ void JobManager::Shutdown(bool checkpoint) {
     for (auto it = active_.begin(); it != active_.end();) {
       Active& job = *it->second;
       if (job.record.state == JobState::kQueued) {
-        job.record.state = JobState::kInterrupted;
         job.record.error = kShutdownError;
         job.record.end_time = Now();
+        job.record.Enter(JobState::kInterrupted, job.record.end_time,
+                         kShutdownError);
         PersistLocked(job.record);
         interrupted.push_back(job.record.id);
         interrupted_records.push_back(job.record);
@@ -611,10 +712,13 @@ void JobManager::Shutdown(bool checkpoint) {
   }
   for (const std::function<void()>& interrupt : interrupts) interrupt();
   if (bus_ != nullptr) {
-    for (const std::string& id : interrupted) bus_->FinishJob(id);
+    for (const std::string& id : interrupted) {
+      bus_->FinishJob(id, events::EventBus::JobEnd::kInterrupted);
+    }
   }
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
+  if (retention_thread_.joinable()) retention_thread_.join();
   // RunNow threads end on their own; wait for each, then join it.
   {
     absl::MutexLock lock(&mu_);

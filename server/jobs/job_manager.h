@@ -49,10 +49,12 @@ class Runner {
 // Thread-safe.
 //
 // Lifecycle: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, or
-// INTERRUPTED when the server stops under a job. On creation the manager marks
-// the jobs a previous server left QUEUED or RUNNING as INTERRUPTED, and queues
-// interrupted train jobs that have a weights/last.pt again, under the same id,
-// with resume=<last.pt>.
+// INTERRUPTED when the server stops under a job. Each change is kept in the
+// record's history. On creation the manager marks the jobs a previous server
+// left QUEUED or RUNNING as INTERRUPTED, and queues every interrupted job
+// again, under the same id as its next attempt: train jobs with a
+// weights/last.pt resume from it, others run again from the start. Jobs
+// started by RunNow or RunStream are not resumed (their callers are gone).
 //
 // Every state change writes one line to the log (Options::log):
 //   [job-1a2b] train QUEUED, position 2
@@ -83,6 +85,11 @@ class JobManager {
     // Confines the paths that jobs name to allowed roots (their arguments are
     // recorded and run resolved). Null: paths are taken as they are.
     std::shared_ptr<const PathPolicy> paths;
+    // Which finished jobs the store forgets, checked every
+    // retention_interval (and once at creation).
+    RetentionPolicy retention;
+    // How often retention runs (zero or infinite: never).
+    absl::Duration retention_interval = absl::Minutes(1);
   };
 
   // Called once with the job's final record when a RunNow job ends (its state
@@ -101,7 +108,8 @@ class JobManager {
   JobManager& operator=(const JobManager&) = delete;
 
   // Queues a job and returns its record (QUEUED). Errors: INVALID_ARGUMENT
-  // naming a bad argument (key or value), a path outside the allowed roots
+  // naming a bad argument (key or value), arguments or labels beyond the
+  // limits of server/common/limits.h, a path outside the allowed roots
   // (Options::paths), an empty inline image, more than max_images images, an
   // image larger than max_image_pixels, or images for a mode other than
   // predict; RESOURCE_EXHAUSTED when max_queued jobs
@@ -157,6 +165,10 @@ class JobManager {
       const std::string& id, absl::Duration timeout = absl::InfiniteDuration())
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Applies the retention policy now (the retention thread does it every
+  // retention_interval). Errors: the store's.
+  absl::StatusOr<RetentionResult> ApplyRetention() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Stops accepting jobs; queued jobs become INTERRUPTED. With `checkpoint`,
   // running jobs get their cancel flag (train jobs keep weights/last.pt of
   // their last finished epoch) and become INTERRUPTED, so that the next
@@ -186,18 +198,28 @@ class JobManager {
 
   absl::Time Now() const;
   void Log(const std::string& id, absl::string_view line) const;
+  // Writes one log record (Options::log, else stdout).
+  void Emit(absl::string_view record) const;
   // One line per state change: "[<id>] <mode> <STATE>" and `detail`
   // (", position 2", " in 3.5s, mAP50-95 0.41", ": <error>").
   void LogState(const JobRecord& record, absl::string_view detail) const;
   // Checks a job; returns its arguments with paths resolved.
   absl::StatusOr<std::map<std::string, std::string>> Validate(
       Mode mode, const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels,
       const std::vector<engine::InputImage>& images) const;
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Recover() ABSL_LOCKS_EXCLUDED(mu_);
+  // Sets up an interrupted job's arguments for its next attempt (a train job
+  // resumes from its last.pt, or starts again in the same run directory);
+  // returns why it runs again, for its history and log.
+  static std::string PrepareResume(JobRecord& job);
   void PersistLocked(const JobRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // The retention thread: ApplyRetention every retention_interval until
+  // Shutdown.
+  void RetentionLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs a job already marked RUNNING, records how it ended and calls done.
   void Execute(const std::shared_ptr<Active>& job) ABSL_LOCKS_EXCLUDED(mu_);
   // RunNow and RunStream: records the job RUNNING and starts its thread.
@@ -227,6 +249,7 @@ class JobManager {
   // Serializes Shutdown calls; guards the runner threads.
   absl::Mutex shutdown_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::vector<std::thread> workers_ ABSL_GUARDED_BY(shutdown_mu_);
+  std::thread retention_thread_ ABSL_GUARDED_BY(shutdown_mu_);
 };
 
 }  // namespace yolohook::jobs

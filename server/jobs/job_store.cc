@@ -1,12 +1,15 @@
 #include "server/jobs/job_store.h"
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -98,6 +101,11 @@ absl::StatusOr<JobRecord> ParseJob(const std::string& bytes,
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
     const std::string& path) {
+  return Open(path, Options());
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
+    const std::string& path, const Options& options) {
   if (path.empty()) {
     return absl::InvalidArgumentError("job store: empty database path");
   }
@@ -116,6 +124,17 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
                        parent.string(), ": ", ec.message()));
     }
   }
+  // Where SQLite would only say "unable to open database file".
+  const std::string dir = parent.empty() ? "." : parent.string();
+  if (::access(dir.c_str(), W_OK) != 0 && errno != ENOENT) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job store ", path, ": its directory ", dir,
+        " is read-only; the store needs to write there (its journal too)"));
+  }
+  if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job store ", path, " is read-only"));
+  }
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(
       path.c_str(), &db,
@@ -125,15 +144,22 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
     std::string message =
         db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
+    if (rc == SQLITE_READONLY || rc == SQLITE_PERM) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job store ", path, " is read-only: ", message));
+    }
     return absl::InternalError(
         absl::StrCat("job store ", path, ": cannot open: ", message));
   }
   std::unique_ptr<JobStore> store(new JobStore(path, db));
   absl::MutexLock lock(&store->mu_);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  // The first statement reads the header: a file that is not a database fails
-  // here.
-  absl::Status status = store->Exec("PRAGMA journal_mode=WAL");
+  // Set before the first table exists; an older store is converted below.
+  // With it, pages that retention frees go back to the file system.
+  absl::Status status = store->Exec("PRAGMA auto_vacuum=INCREMENTAL");
+  // The first statement that reads the header: a file that is not a database
+  // fails here.
+  if (status.ok()) status = store->Exec("PRAGMA journal_mode=WAL");
   if (!status.ok()) {
     const int code = sqlite3_extended_errcode(db) & 0xff;
     if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
@@ -145,16 +171,31 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
     return status;
   }
   YH_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL"));
+  // The WAL file is truncated back to this after checkpoints.
+  YH_RETURN_IF_ERROR(store->Exec("PRAGMA journal_size_limit=67108864"));
+  if (options.max_bytes > 0) {
+    YH_ASSIGN_OR_RETURN(const int64_t page_size,
+                        store->PragmaLocked("page_size"));
+    YH_RETURN_IF_ERROR(store->Exec(
+        absl::StrCat("PRAGMA max_page_count=",
+                     std::max<int64_t>(options.max_bytes / page_size, 16))
+            .c_str()));
+  }
   YH_RETURN_IF_ERROR(
       store->Exec("CREATE TABLE IF NOT EXISTS jobs ("
                   " id TEXT PRIMARY KEY NOT NULL,"
                   " state INTEGER NOT NULL,"
                   " create_time INTEGER NOT NULL,"
-                  " job BLOB NOT NULL)"));
+                  " job BLOB NOT NULL,"
+                  " end_time INTEGER NOT NULL DEFAULT 0,"
+                  " direct INTEGER NOT NULL DEFAULT 0)"));
+  YH_RETURN_IF_ERROR(store->MigrateLocked());
   YH_RETURN_IF_ERROR(store->Exec(
       "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time, id)"));
   YH_RETURN_IF_ERROR(
       store->Exec("CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state)"));
+  YH_RETURN_IF_ERROR(store->Exec(
+      "CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (state, end_time)"));
   YH_RETURN_IF_ERROR(
       store->Exec("CREATE TABLE IF NOT EXISTS events ("
                   " job_id TEXT NOT NULL,"
@@ -181,18 +222,127 @@ JobStore::~JobStore() {
   sqlite3_close(db_);
 }
 
+absl::Status JobStore::ErrorFor(int code, absl::string_view what,
+                                absl::string_view message) const {
+  switch (code & 0xff) {
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(
+          absl::StrCat("job store ", path_,
+                       " is full (the disk, or the store's size "
+                       "limit --max_store_mb): ",
+                       what, ": ", message));
+    case SQLITE_READONLY:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job store ", path_, " is read-only: ", what, ": ", message));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(absl::StrCat(
+          "job store ", path_, " is corrupt: ", what, ": ", message));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(
+          absl::StrCat("job store ", path_, " is busy: ", what, ": ", message));
+    default:
+      return absl::InternalError(
+          absl::StrCat("job store ", path_, ": ", what, ": ", message));
+  }
+}
+
 absl::Status JobStore::SqlError(absl::string_view what) {
-  return absl::InternalError(
-      absl::StrCat("job store ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+  return ErrorFor(sqlite3_extended_errcode(db_), what, sqlite3_errmsg(db_));
 }
 
 absl::Status JobStore::Exec(const char* sql) {
   char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+  if (rc != SQLITE_OK) {
     std::string message = error != nullptr ? error : sqlite3_errmsg(db_);
     sqlite3_free(error);
-    return absl::InternalError(
-        absl::StrCat("job store ", path_, ": ", sql, ": ", message));
+    return ErrorFor(rc, sql, message);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> JobStore::PragmaLocked(absl::string_view name) {
+  const std::string sql = absl::StrCat("PRAGMA ", name);
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqlError(sql);
+  }
+  OwnedStmt stmt(raw);
+  if (sqlite3_step(raw) != SQLITE_ROW) return SqlError(sql);
+  return static_cast<int64_t>(sqlite3_column_int64(raw, 0));
+}
+
+absl::Status JobStore::MigrateLocked() {
+  // Stores written before retention lack the end_time and direct columns:
+  // add them and fill them in from the records.
+  bool has_end_time = false;
+  {
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(db_, "PRAGMA table_info(jobs)", -1, &raw, nullptr) !=
+        SQLITE_OK) {
+      return SqlError("read the jobs table's columns");
+    }
+    OwnedStmt stmt(raw);
+    while (sqlite3_step(raw) == SQLITE_ROW) {
+      const char* column =
+          reinterpret_cast<const char*>(sqlite3_column_text(raw, 1));
+      if (column != nullptr && std::string(column) == "end_time")
+        has_end_time = true;
+    }
+  }
+  if (!has_end_time) {
+    YH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status status =
+        Exec("ALTER TABLE jobs ADD COLUMN end_time INTEGER NOT NULL DEFAULT 0");
+    if (status.ok()) {
+      status =
+          Exec("ALTER TABLE jobs ADD COLUMN direct INTEGER NOT NULL DEFAULT 0");
+    }
+    std::vector<std::pair<std::string, int64_t>> ends;
+    if (status.ok()) {
+      sqlite3_stmt* raw = nullptr;
+      if (sqlite3_prepare_v2(db_, "SELECT id, job FROM jobs", -1, &raw,
+                             nullptr) != SQLITE_OK) {
+        status = SqlError("read jobs to migrate");
+      } else {
+        OwnedStmt stmt(raw);
+        while (sqlite3_step(raw) == SQLITE_ROW) {
+          const std::string id(
+              reinterpret_cast<const char*>(sqlite3_column_text(raw, 0)),
+              static_cast<size_t>(sqlite3_column_bytes(raw, 0)));
+          absl::StatusOr<JobRecord> job = ParseJob(ColumnBytes(raw, 1), id);
+          if (job.ok() && job->end_time != absl::InfinitePast())
+            ends.emplace_back(id, TimeKey(job->end_time));
+        }
+      }
+    }
+    for (const auto& [id, end] : ends) {
+      if (!status.ok()) break;
+      sqlite3_stmt* raw = nullptr;
+      if (sqlite3_prepare_v2(db_, "UPDATE jobs SET end_time = ?1 WHERE id = ?2",
+                             -1, &raw, nullptr) != SQLITE_OK) {
+        status = SqlError("migrate jobs");
+        break;
+      }
+      OwnedStmt stmt(raw);
+      sqlite3_bind_int64(raw, 1, end);
+      BindText(raw, 2, id);
+      if (sqlite3_step(raw) != SQLITE_DONE) status = SqlError("migrate jobs");
+    }
+    if (!status.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return status;
+    }
+    YH_RETURN_IF_ERROR(Exec("COMMIT"));
+  }
+  // A store created before auto_vacuum was set keeps freed pages until it is
+  // rebuilt once.
+  YH_ASSIGN_OR_RETURN(const int64_t auto_vacuum, PragmaLocked("auto_vacuum"));
+  if (auto_vacuum != 2) {
+    YH_RETURN_IF_ERROR(Exec("PRAGMA auto_vacuum=INCREMENTAL"));
+    YH_RETURN_IF_ERROR(Exec("VACUUM"));
   }
   return absl::OkStatus();
 }
@@ -203,8 +353,8 @@ absl::Status JobStore::Prepare() {
     const char* sql;
   } statements[] = {
       {&put_,
-       "INSERT OR REPLACE INTO jobs (id, state, create_time, job) "
-       "VALUES (?1, ?2, ?3, ?4)"},
+       "INSERT OR REPLACE INTO jobs (id, state, create_time, job, end_time, "
+       "direct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
       {&get_, "SELECT job FROM jobs WHERE id = ?1"},
       {&append_, "INSERT INTO events (job_id, seq, event) VALUES (?1, ?2, ?3)"},
       {&read_,
@@ -236,6 +386,10 @@ absl::Status JobStore::PutLocked(const JobRecord& job) {
   sqlite3_bind_int(put_, 2, static_cast<int>(job.state));
   sqlite3_bind_int64(put_, 3, TimeKey(job.create_time));
   BindBlob(put_, 4, ToProto(job).SerializeAsString());
+  sqlite3_bind_int64(
+      put_, 5,
+      job.end_time == absl::InfinitePast() ? 0 : TimeKey(job.end_time));
+  sqlite3_bind_int(put_, 6, job.direct ? 1 : 0);
   if (sqlite3_step(put_) != SQLITE_DONE) {
     return SqlError(absl::StrCat("put job ", job.id));
   }
@@ -364,9 +518,9 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::MarkRunningInterrupted(
   }
   YH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   for (JobRecord& job : interrupted) {
-    job.state = JobState::kInterrupted;
     job.error = "server restarted";
     job.end_time = now;
+    job.Enter(JobState::kInterrupted, now, job.error);
     absl::Status status = PutLocked(job);
     if (!status.ok()) {
       Exec("ROLLBACK").IgnoreError();
@@ -452,6 +606,149 @@ absl::StatusOr<int64_t> JobStore::LastSeq(const std::string& job_id) {
     return SqlError(absl::StrCat("last seq of job ", job_id));
   }
   return static_cast<int64_t>(sqlite3_column_int64(last_seq_, 0));
+}
+
+absl::StatusOr<int64_t> JobStore::SizeBytes() {
+  absl::MutexLock lock(&mu_);
+  return SizeBytesLocked();
+}
+
+absl::StatusOr<int64_t> JobStore::SizeBytesLocked() {
+  YH_ASSIGN_OR_RETURN(const int64_t pages, PragmaLocked("page_count"));
+  YH_ASSIGN_OR_RETURN(const int64_t page_size, PragmaLocked("page_size"));
+  std::error_code ec;
+  const auto wal = std::filesystem::file_size(path_ + "-wal", ec);
+  return pages * page_size + (ec ? 0 : static_cast<int64_t>(wal));
+}
+
+absl::StatusOr<std::vector<std::string>> JobStore::SelectIdsLocked(
+    const std::string& sql, const std::vector<int64_t>& params) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqlError("select jobs to delete");
+  }
+  OwnedStmt stmt(raw);
+  for (size_t i = 0; i < params.size(); ++i) {
+    sqlite3_bind_int64(raw, static_cast<int>(i + 1), params[i]);
+  }
+  std::vector<std::string> ids;
+  int rc;
+  while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+    ids.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(raw, 0)),
+                     static_cast<size_t>(sqlite3_column_bytes(raw, 0)));
+  }
+  if (rc != SQLITE_DONE) return SqlError("select jobs to delete");
+  return ids;
+}
+
+absl::Status JobStore::DeleteJobsLocked(const std::vector<std::string>& ids,
+                                        RetentionResult& result) {
+  if (ids.empty()) return absl::OkStatus();
+  YH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status status;
+  for (const char* sql : {"DELETE FROM events WHERE job_id = ?1",
+                          "DELETE FROM jobs WHERE id = ?1"}) {
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
+      status = SqlError("delete jobs");
+      break;
+    }
+    OwnedStmt stmt(raw);
+    const bool events = absl::StrContains(sql, "events");
+    for (const std::string& id : ids) {
+      sqlite3_reset(raw);
+      BindText(raw, 1, id);
+      if (sqlite3_step(raw) != SQLITE_DONE) {
+        status = SqlError(absl::StrCat("delete job ", id));
+        break;
+      }
+      (events ? result.events_deleted : result.jobs_deleted) +=
+          sqlite3_changes(db_);
+    }
+    if (!status.ok()) break;
+  }
+  if (!status.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return status;
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<RetentionResult> JobStore::DeleteExpired(
+    const RetentionPolicy& policy, absl::Time now) {
+  // Jobs are deleted a batch at a time, each batch one transaction, so that
+  // other statements get the store between batches.
+  constexpr int64_t kBatch = 256;
+  const std::string finished =
+      absl::StrCat("state IN (", static_cast<int>(JobState::kSucceeded), ",",
+                   static_cast<int>(JobState::kFailed), ",",
+                   static_cast<int>(JobState::kCancelled), ",",
+                   static_cast<int>(JobState::kInterrupted), ")");
+  auto cutoff = [now](absl::Duration age) -> int64_t {
+    if (age <= absl::ZeroDuration() || age == absl::InfiniteDuration())
+      return 0;  // nothing is too old
+    return TimeKey(now - age);
+  };
+  RetentionResult result;
+  // By age: direct jobs (Predict calls) sooner than the others.
+  const int64_t direct_cutoff = cutoff(policy.direct_max_age);
+  const int64_t any_cutoff = cutoff(policy.max_age);
+  while (direct_cutoff > 0 || any_cutoff > 0) {
+    std::vector<std::string> ids;
+    {
+      absl::MutexLock lock(&mu_);
+      YH_ASSIGN_OR_RETURN(
+          ids, SelectIdsLocked(
+                   absl::StrCat("SELECT id FROM jobs WHERE ", finished,
+                                " AND ((direct = 1 AND end_time < ?1) OR "
+                                "end_time < ?2) LIMIT ?3"),
+                   {direct_cutoff, any_cutoff, kBatch}));
+      YH_RETURN_IF_ERROR(DeleteJobsLocked(ids, result));
+    }
+    if (static_cast<int64_t>(ids.size()) < kBatch) break;
+  }
+  // By count: the newest max_finished_jobs stay.
+  while (policy.max_finished_jobs > 0) {
+    std::vector<std::string> ids;
+    {
+      absl::MutexLock lock(&mu_);
+      YH_ASSIGN_OR_RETURN(
+          ids, SelectIdsLocked(
+                   absl::StrCat("SELECT id FROM (SELECT id, end_time FROM jobs "
+                                "WHERE ",
+                                finished,
+                                " ORDER BY end_time DESC, id DESC LIMIT -1 "
+                                "OFFSET ?1) ORDER BY end_time LIMIT ?2"),
+                   {policy.max_finished_jobs, kBatch}));
+      YH_RETURN_IF_ERROR(DeleteJobsLocked(ids, result));
+    }
+    if (static_cast<int64_t>(ids.size()) < kBatch) break;
+  }
+  absl::MutexLock lock(&mu_);
+  YH_RETURN_IF_ERROR(ReclaimLocked());
+  // By size: the oldest finished jobs go while the store is too large.
+  if (policy.max_bytes > 0) {
+    YH_ASSIGN_OR_RETURN(int64_t size, SizeBytesLocked());
+    while (size > policy.max_bytes) {
+      YH_ASSIGN_OR_RETURN(
+          std::vector<std::string> ids,
+          SelectIdsLocked(absl::StrCat("SELECT id FROM jobs WHERE ", finished,
+                                       " ORDER BY end_time, id LIMIT ?1"),
+                          {kBatch / 8}));
+      if (ids.empty()) break;  // only live jobs left
+      YH_RETURN_IF_ERROR(DeleteJobsLocked(ids, result));
+      YH_RETURN_IF_ERROR(ReclaimLocked());
+      YH_ASSIGN_OR_RETURN(size, SizeBytesLocked());
+    }
+  }
+  YH_ASSIGN_OR_RETURN(result.bytes, SizeBytesLocked());
+  return result;
+}
+
+absl::Status JobStore::ReclaimLocked() {
+  // Freed pages go back to the file system, and the WAL is emptied.
+  YH_RETURN_IF_ERROR(Exec("PRAGMA incremental_vacuum"));
+  return Exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 }  // namespace yolohook::jobs

@@ -37,6 +37,33 @@ struct ListPage {
   std::string next_page_token;  // for the next page; "" on the last page
 };
 
+// Which finished jobs (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED) are deleted
+// with their events. Queued and running jobs are never deleted.
+struct RetentionPolicy {
+  // Finished jobs that ended longer ago than this (zero or infinite: none by
+  // age).
+  absl::Duration max_age = absl::Hours(24 * 30);
+  // Finished jobs started by Predict or PredictStream (JobRecord::direct)
+  // that ended longer ago than this.
+  absl::Duration direct_max_age = absl::Minutes(10);
+  // At most this many finished jobs are kept, those that ended last (0: no
+  // limit).
+  int64_t max_finished_jobs = 10000;
+  // While the store takes more bytes than this, the finished jobs that ended
+  // first are deleted (0: no limit).
+  int64_t max_bytes = 0;
+};
+
+// What a DeleteExpired call did.
+struct RetentionResult {
+  // Jobs deleted.
+  int64_t jobs_deleted = 0;
+  // Their events deleted.
+  int64_t events_deleted = 0;
+  // The store's size afterwards (database and WAL files, bytes).
+  int64_t bytes = 0;
+};
+
 // Job records and events in a SQLite database (WAL mode, one connection,
 // prepared statements). Records are stored as serialized v1::Job with their id,
 // state and creation time as indexed columns; events as serialized v1::Event
@@ -46,10 +73,24 @@ class JobStore : public events::EventLog {
   static constexpr int kDefaultListLimit = 100;  // List's limit when 0
   static constexpr int kMaxListLimit = 1000;     // larger limits are clamped
 
+  struct Options {
+    // The database never grows past this (bytes; 0: no limit): writes beyond
+    // fail with RESOURCE_EXHAUSTED, as on a full disk. Retention
+    // (RetentionPolicy::max_bytes, set lower) keeps it from getting there.
+    int64_t max_bytes = 0;
+  };
+
   // Opens (creating the file, its parent directories and the schema if
-  // needed) the store at `path`. Errors naming the path: INVALID_ARGUMENT for
-  // a directory or a file that is not a job store (e.g. corrupt); INTERNAL
-  // when SQLite fails otherwise.
+  // needed, and bringing an older store's schema up to date) the store at
+  // `path`. Errors naming the path: INVALID_ARGUMENT for a directory or a
+  // file that is not a job store (e.g. corrupt); FAILED_PRECONDITION when the
+  // file or its directory is read-only; INTERNAL when SQLite fails otherwise.
+  // Every method's errors: RESOURCE_EXHAUSTED when the disk (or max_bytes)
+  // is full, FAILED_PRECONDITION when the store became read-only, DATA_LOSS
+  // when it is corrupt, INTERNAL otherwise; each names the store.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path,
+                                                        const Options& options);
+  // Open with the default options.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(
       const std::string& path);
 
@@ -94,12 +135,37 @@ class JobStore : public events::EventLog {
   absl::StatusOr<int64_t> LastSeq(const std::string& job_id) override
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Deletes the finished jobs `policy` says have expired at `now`, with
+  // their events, and gives the freed space back to the file system.
+  absl::StatusOr<RetentionResult> DeleteExpired(const RetentionPolicy& policy,
+                                                absl::Time now)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The bytes the store takes on disk (database and WAL).
+  absl::StatusOr<int64_t> SizeBytes() ABSL_LOCKS_EXCLUDED(mu_);
+
   const std::string& path() const { return path_; }
 
  private:
   JobStore(std::string path, sqlite3* db);
 
   absl::Status Prepare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds the columns older stores lack, and turns on incremental vacuum.
+  absl::Status MigrateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int64_t> PragmaLocked(absl::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int64_t> SizeBytesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<std::string>> SelectIdsLocked(
+      const std::string& sql, const std::vector<int64_t>& params)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes jobs and their events in one transaction, counting them.
+  absl::Status DeleteJobsLocked(const std::vector<std::string>& ids,
+                                RetentionResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ReclaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The status for SQLite result `code` while doing `what`.
+  absl::Status ErrorFor(int code, absl::string_view what,
+                        absl::string_view message) const;
   absl::Status AppendLocked(const v1::Event& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutLocked(const JobRecord& job)

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -9,6 +10,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/limits.h"
 
 namespace yolohook::service {
 
@@ -24,16 +27,50 @@ absl::StatusOr<auth::Principal> Authorizer::Check(
     token = auth::ParseBearer(
         absl::string_view(it->second.data(), it->second.size()));
   }
-  if (!token.has_value()) {
+  std::optional<auth::Principal> who;
+  if (token.has_value()) {
+    who = tokens_->Find(*token);
+    if (!who.has_value()) return absl::UnauthenticatedError("unknown token");
+  } else if (std::vector<std::string> identities =
+                 CertificateIdentities(context);
+             !identities.empty()) {
+    who = tokens_->FindCertificate(identities);
+    if (!who.has_value()) {
+      std::vector<std::string> shown;
+      for (const std::string& identity : identities)
+        shown.push_back(Quoted(identity));
+      return absl::UnauthenticatedError(absl::StrCat(
+          "the client certificate (", absl::StrJoin(shown, ", "),
+          ") is not in the token file: add a line cert:IDENTITY,name,role, "
+          "or send a bearer token"));
+    }
+  } else {
     return absl::UnauthenticatedError(
         "missing bearer token: send the metadata \"authorization: Bearer "
-        "<token>\"");
+        "<token>\" (or, with mutual TLS, a client certificate the token file "
+        "names)");
   }
-  std::optional<auth::Principal> who = tokens_->Find(*token);
-  if (!who.has_value()) return absl::UnauthenticatedError("unknown token");
   if (!auth::Allows(who->role, need))
     return PermissionDenied(*who, need, method);
   return *who;
+}
+
+std::vector<std::string> CertificateIdentities(
+    const grpc::ServerContextBase& context) {
+  std::vector<std::string> identities;
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return identities;
+  for (const char* property :
+       {"x509_common_name", "x509_subject_alternative_name"}) {
+    for (const grpc::string_ref& value : auth->FindPropertyValues(property)) {
+      std::string identity(value.data(), value.size());
+      if (!identity.empty() && std::find(identities.begin(), identities.end(),
+                                         identity) == identities.end()) {
+        identities.push_back(std::move(identity));
+      }
+    }
+  }
+  return identities;
 }
 
 absl::Status PermissionDenied(const auth::Principal& who, auth::Role need,

@@ -1,9 +1,11 @@
 // Authentication and authorization of gRPC calls, and the server's TLS
 // credentials: the gRPC side of server/auth.
 //
-// Clients send the metadata `authorization: Bearer <token>`; each handler asks
-// the Authorizer for the caller before doing anything. Health and reflection
-// are not ours and stay open (kubelet probes carry no token).
+// Clients send the metadata `authorization: Bearer <token>`, or present a TLS
+// client certificate that the token file maps to a client (cert:IDENTITY);
+// each handler asks the Authorizer for the caller before doing anything.
+// Health and reflection are not ours and stay open (kubelet probes carry no
+// token).
 #ifndef YOLOHOOK_SERVER_SERVICE_AUTH_H_
 #define YOLOHOOK_SERVER_SERVICE_AUTH_H_
 
@@ -11,28 +13,39 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/auth/token_registry.h"
 #include "server/auth/token_store.h"
 
 namespace yolohook::service {
 
-// Decides who a call comes from and whether it may go on. Immutable.
-// Thread-safe.
+// Decides who a call comes from and whether it may go on, from the token
+// file's clients in force (reloads take effect at the next call). Thread-safe.
 class Authorizer {
  public:
-  // Without a token store (null) authentication is off: every caller is an
-  // admin, named after its peer address. The store must outlive it.
-  explicit Authorizer(const auth::TokenStore* tokens) : tokens_(tokens) {}
+  // Without a registry (null) authentication is off: every caller is an
+  // admin, named after its peer address. The registry must outlive it.
+  explicit Authorizer(const auth::TokenRegistry* tokens) : tokens_(tokens) {}
 
   bool enabled() const { return tokens_ != nullptr; }
 
-  // The caller of `context` when its role allows `need`. Errors:
+  // Changes when the token file is reloaded (0 without one): a long-lived
+  // stream checks its caller again when it differs from the one it saw.
+  uint64_t generation() const {
+    return tokens_ == nullptr ? 0 : tokens_->generation();
+  }
+
+  // The caller of `context` when its role allows `need`: the client of its
+  // bearer token, else of its verified TLS client certificate. Errors:
   // UNAUTHENTICATED "missing bearer token" (no or malformed authorization
-  // header), UNAUTHENTICATED "unknown token" (never echoing it),
-  // PERMISSION_DENIED naming `method`, the role it needs and the caller's.
+  // header, no certificate), UNAUTHENTICATED "unknown token" (never echoing
+  // it), UNAUTHENTICATED for a certificate the token file does not name
+  // (naming its identities), PERMISSION_DENIED naming `method`, the role it
+  // needs and the caller's.
   absl::StatusOr<auth::Principal> Check(const grpc::ServerContextBase& context,
                                         auth::Role need,
                                         absl::string_view method) const;
@@ -43,8 +56,14 @@ class Authorizer {
   }
 
  private:
-  const auth::TokenStore* const tokens_;
+  const auth::TokenRegistry* const tokens_;
 };
+
+// The identities of the verified TLS client certificate of `context`: its
+// subject common name, then its subject alternative names (empty without
+// one).
+std::vector<std::string> CertificateIdentities(
+    const grpc::ServerContextBase& context);
 
 // PERMISSION_DENIED: `method` needs role `need`, which `who` lacks.
 absl::Status PermissionDenied(const auth::Principal& who, auth::Role need,

@@ -2,15 +2,23 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/common/limits.h"
 #include "server/service/grpc_status.h"
 
 namespace yolohook::service {
 namespace {
 
 constexpr absl::string_view kConnect = "yolohook.v1.CallbackService/Connect";
+
+// Answers (acks, reply results, errors) waiting for the client. A client that
+// sends faster than it reads fills this; then its messages are not read until
+// half of it has gone out, so the stream's memory stays bounded (gRPC's
+// flow control then holds the client back).
+constexpr size_t kOutboxLimit = 256;
 
 class ConnectReactor;
 
@@ -26,8 +34,13 @@ struct Link {
 class ConnectReactor final
     : public grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage> {
  public:
-  ConnectReactor(events::EventBus* bus, auth::Principal who)
-      : who_(std::move(who)), link_(std::make_shared<Link>()) {
+  ConnectReactor(grpc::CallbackServerContext* context, events::EventBus* bus,
+                 const Authorizer* authorizer, auth::Principal who)
+      : context_(context),
+        authorizer_(authorizer),
+        generation_(authorizer->generation()),
+        who_(std::move(who)),
+        link_(std::make_shared<Link>()) {
     {
       absl::MutexLock lock(&link_->mu);
       link_->reactor = this;
@@ -47,7 +60,18 @@ class ConnectReactor final
       MaybeWrite();
       return;
     }
+    if (!StillAuthorized()) {
+      MaybeWrite();
+      return;
+    }
     Handle(request_);
+    {
+      absl::MutexLock lock(&mu_);
+      if (outbox_.size() >= kOutboxLimit) {
+        read_paused_ = true;  // MaybeWrite reads on once it drained
+        return;
+      }
+    }
     StartRead(&request_);
   }
 
@@ -106,10 +130,43 @@ class ConnectReactor final
                   const absl::Status& status) {
     v1::ServerMessage out;
     v1::StreamError* error = out.mutable_error();
-    error->set_subscription_id(subscription_id);
+    // An oversized id is not echoed (the message says what was wrong).
+    if (subscription_id.size() <= kMaxIdBytes)
+      error->set_subscription_id(subscription_id);
     error->set_code(static_cast<int>(status.code()));
     error->set_message(std::string(status.message()));
     Queue(std::move(out));
+  }
+
+  // Whether the stream's caller still holds its credential with the same
+  // role, checked again after each reload of the token file. When not, the
+  // stream ends (UNAUTHENTICATED) once the write in flight is done: clients
+  // reconnect with their new credential and resume.
+  bool StillAuthorized() {
+    const uint64_t generation = authorizer_->generation();
+    {
+      absl::MutexLock lock(&mu_);
+      if (revoked_.has_value()) return false;
+      if (generation == generation_) return true;
+      generation_ = generation;
+    }
+    absl::StatusOr<auth::Principal> now =
+        authorizer_->Check(*context_, auth::Role::kViewer, kConnect);
+    if (now.ok() && now->name == who_.name && now->role == who_.role) {
+      return true;
+    }
+    grpc::Status status(
+        grpc::StatusCode::UNAUTHENTICATED,
+        now.ok() ? absl::StrCat("the token file changed the role of \"",
+                                who_.name, "\"; connect again")
+                 : absl::StrCat("the credential of \"", who_.name,
+                                "\" is no longer valid (the token file was "
+                                "reloaded): ",
+                                now.status().message()));
+    stream_->Close();
+    absl::MutexLock lock(&mu_);
+    revoked_ = std::move(status);
+    return false;
   }
 
   // Whether the caller may intercept and reply; queues PERMISSION_DENIED for
@@ -178,18 +235,27 @@ class ConnectReactor final
       if (writing_ || finished_) return;
       writing_ = true;
     }
+    StillAuthorized();
     while (true) {
       bool stop;
+      bool resume_read = false;
+      std::optional<grpc::Status> revoked;
       {
         absl::MutexLock lock(&mu_);
         signaled_ = false;
-        stop = read_done_;
+        stop = read_done_ || revoked_.has_value();
+        revoked = revoked_;
         current_ = nullptr;
         if (!stop && !outbox_.empty()) {
           current_ = std::move(outbox_.front());
           outbox_.pop_front();
+          if (read_paused_ && outbox_.size() <= kOutboxLimit / 2) {
+            read_paused_ = false;
+            resume_read = true;
+          }
         }
       }
+      if (resume_read) StartRead(&request_);
       if (!stop && current_ == nullptr) current_ = stream_->Next();
       if (!stop && current_ != nullptr) {
         StartWrite(current_.get());
@@ -201,7 +267,7 @@ class ConnectReactor final
           finished_ = true;
           writing_ = false;
         }
-        Finish(grpc::Status::OK);
+        Finish(revoked.value_or(grpc::Status::OK));
         return;
       }
       absl::MutexLock lock(&mu_);
@@ -212,6 +278,10 @@ class ConnectReactor final
     }
   }
 
+  grpc::CallbackServerContext* const context_;
+  const Authorizer* const authorizer_;
+  // The token file generation the caller was last checked against.
+  uint64_t generation_ ABSL_GUARDED_BY(mu_);
   const auth::Principal who_;
   std::shared_ptr<Link> link_;
   std::shared_ptr<events::Stream> stream_;
@@ -226,6 +296,10 @@ class ConnectReactor final
       false;  // something may have become ready
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;  // the client is gone
   bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish was called
+  // No read is in flight because the outbox is full (see kOutboxLimit).
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  // Set when the caller's credential was revoked: the stream's status.
+  std::optional<grpc::Status> revoked_ ABSL_GUARDED_BY(mu_);
   // The message being written; only the holder of the write slot touches it.
   std::shared_ptr<const v1::ServerMessage> current_;
 };
@@ -240,7 +314,7 @@ CallbackServiceImpl::Connect(grpc::CallbackServerContext* context) {
     return RejectStream<v1::ClientMessage, v1::ServerMessage>(
         ToGrpcStatus(who.status()));
   }
-  return new ConnectReactor(bus_, *std::move(who));
+  return new ConnectReactor(context, bus_, authorizer_, *std::move(who));
 }
 
 }  // namespace yolohook::service

@@ -11,9 +11,12 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/common/limits.h"
+#include "server/common/status_macros.h"
 #include "server/events/conversions.h"
 #include "server/events/event_bus.h"
 #include "server/service/grpc_status.h"
+#include "server/service/unary_call.h"
 
 namespace yolohook::service {
 namespace {
@@ -33,11 +36,11 @@ std::vector<engine::InputImage> ToImages(
   return out;
 }
 
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
-                                 const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+// A job id a client names: non-empty and within kMaxIdBytes.
+absl::Status CheckJobId(absl::string_view field, const std::string& id) {
+  if (id.empty())
+    return absl::InvalidArgumentError(absl::StrCat(field, ": empty"));
+  return CheckLength(field, id, kMaxIdBytes);
 }
 
 // A finished predict job as the caller's status.
@@ -69,8 +72,11 @@ constexpr size_t kResultsBehind = 16;
 // comes after Finish, which comes after the job ended (or when it never
 // started), so the job's thread may use the reactor while the job runs.
 // Finish is never called while a StartRead is being issued (see FinishOnce).
+// Frames and results travel as raw bytes, parsed here: a frame that does not
+// parse ends the stream with INVALID_ARGUMENT naming it (gRPC's typed reader
+// would report it as the client half-closing).
 class PredictStreamReactor final
-    : public grpc::ServerBidiReactor<v1::Frame, v1::FrameResult> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   PredictStreamReactor(grpc::CallbackServerContext* context,
                        jobs::JobManager* manager, ServerMetrics* metrics)
@@ -96,6 +102,14 @@ class PredictStreamReactor final
       if (!started) FinishOnce(grpc::Status::OK);  // no frame, no job
       return;
     }
+    frame_.Clear();
+    if (!ParseFromByteBuffer(in_, &frame_)) {
+      RejectFrame(absl::InvalidArgumentError(absl::StrCat(
+          "yolohook.v1.PredictService/PredictStream: message ", frames_read_,
+          " is not a valid yolohook.v1.Frame (it does not parse)")));
+      return;
+    }
+    ++frames_read_;
     absl::Status frame_ok = manager_->CheckFrame(
         frame_.index(), frame_.image().name(), frame_.image().data());
     if (!frame_ok.ok()) {
@@ -118,7 +132,7 @@ class PredictStreamReactor final
 
   void OnWriteDone(bool ok) override {
     std::optional<grpc::Status> finish;
-    const v1::FrameResult* next = nullptr;
+    const grpc::ByteBuffer* next = nullptr;
     {
       absl::MutexLock lock(&state_->mu);
       writes_.pop_front();
@@ -259,7 +273,7 @@ class PredictStreamReactor final
   // The job's thread: queues the frame's result for the client, waiting while
   // kResultsBehind results are already waiting.
   void OnResult(const Result& result) {
-    const v1::FrameResult* start = nullptr;
+    const grpc::ByteBuffer* start = nullptr;
     {
       absl::MutexLock lock(&state_->mu);
       state_->mu.Await(absl::Condition(
@@ -276,10 +290,11 @@ class PredictStreamReactor final
         received_.pop_front();
       }
       if (client_gone_) return;
-      v1::FrameResult& out = writes_.emplace_back();
+      v1::FrameResult out;
       out.set_job_id(job_id_);
       out.set_index(index);
       *out.mutable_result() = events::ToWire(result);
+      SerializeToByteBuffer(out, &writes_.emplace_back());
       if (!writing_) {
         writing_ = true;
         start = &writes_.front();
@@ -321,7 +336,7 @@ class PredictStreamReactor final
       if (finishing_) return;
       issuing_read_ = true;
     }
-    StartRead(&frame_);
+    StartRead(&in_);
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&state_->mu);
@@ -349,7 +364,9 @@ class PredictStreamReactor final
   jobs::JobManager* const manager_;
   ServerMetrics* const metrics_;  // may be null
   const std::shared_ptr<State> state_;
-  v1::Frame frame_;                                 // the read in flight
+  grpc::ByteBuffer in_;      // the read in flight
+  v1::Frame frame_;          // in_, parsed
+  int64_t frames_read_ = 0;  // messages parsed so far (reactor's reads only)
   std::string job_id_ ABSL_GUARDED_BY(state_->mu);  // "" until the first frame
   bool job_starting_ ABSL_GUARDED_BY(state_->mu) = false;  // in RunStream
   std::deque<int64_t> indices_
@@ -357,8 +374,8 @@ class PredictStreamReactor final
   std::deque<absl::Time> received_
       ABSL_GUARDED_BY(state_->mu);  // when each of indices_ arrived
   bool reading_paused_ ABSL_GUARDED_BY(state_->mu) = false;
-  std::deque<v1::FrameResult> writes_
-      ABSL_GUARDED_BY(state_->mu);  // front: being written
+  std::deque<grpc::ByteBuffer> writes_
+      ABSL_GUARDED_BY(state_->mu);  // serialized results; front: being written
   bool writing_ ABSL_GUARDED_BY(state_->mu) = false;
   bool client_gone_ ABSL_GUARDED_BY(state_->mu) = false;
   std::optional<grpc::Status> job_status_
@@ -374,78 +391,129 @@ class PredictStreamReactor final
 }  // namespace
 
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(
-    grpc::CallbackServerContext* context, const v1::SubmitJobRequest* request,
-    v1::Job* response) {
-  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kOperator,
-                                            "yolohook.v1.JobService/SubmitJob");
-  if (!allowed.ok()) return Answer(context, allowed);
-  absl::StatusOr<Mode> mode = events::ModeFromWire(request->mode());
-  if (!mode.ok()) return Answer(context, mode.status());
-  absl::StatusOr<jobs::JobRecord> job =
-      manager_->Submit(*mode, ToMap(request->args()), ToMap(request->labels()),
-                       ToImages(request->images()));
-  if (job.ok()) {
-    *response = jobs::ToProto(*job);
-    if (metrics_ != nullptr) metrics_->JobSubmitted(*mode);
-  }
-  return Answer(context, job.status());
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out) {
+  constexpr absl::string_view kMethod = "yolohook.v1.JobService/SubmitJob";
+  auto* call =
+      UnaryCall<v1::SubmitJobRequest, v1::Job>::Start(kMethod, in, out);
+  if (!call->parsed()) return call;
+  call->Finish([&]() -> absl::Status {
+    YH_RETURN_IF_ERROR(
+        authorizer_->Allow(*context, auth::Role::kOperator, kMethod));
+    const v1::SubmitJobRequest& request = call->request();
+    YH_ASSIGN_OR_RETURN(const Mode mode, events::ModeFromWire(request.mode()));
+    YH_ASSIGN_OR_RETURN(
+        const jobs::JobRecord job,
+        manager_->Submit(mode, ToMap(request.args()), ToMap(request.labels()),
+                         ToImages(request.images())));
+    *call->response() = jobs::ToProto(job);
+    if (metrics_ != nullptr) metrics_->JobSubmitted(mode);
+    return absl::OkStatus();
+  }());
+  return call;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
-    grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
-    v1::Job* response) {
-  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kViewer,
-                                            "yolohook.v1.JobService/GetJob");
-  if (!allowed.ok()) return Answer(context, allowed);
-  absl::StatusOr<jobs::JobRecord> job = manager_->Get(request->id());
-  if (job.ok()) *response = jobs::ToProto(*job);
-  return Answer(context, job.status());
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out) {
+  constexpr absl::string_view kMethod = "yolohook.v1.JobService/GetJob";
+  auto* call = UnaryCall<v1::GetJobRequest, v1::Job>::Start(kMethod, in, out);
+  if (!call->parsed()) return call;
+  call->Finish([&]() -> absl::Status {
+    YH_RETURN_IF_ERROR(
+        authorizer_->Allow(*context, auth::Role::kViewer, kMethod));
+    YH_RETURN_IF_ERROR(CheckJobId("GetJobRequest.id", call->request().id()));
+    YH_ASSIGN_OR_RETURN(const jobs::JobRecord job,
+                        manager_->Get(call->request().id()));
+    *call->response() = jobs::ToProto(job);
+    return absl::OkStatus();
+  }());
+  return call;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
-    grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
-    v1::ListJobsResponse* response) {
-  absl::Status allowed = authorizer_->Allow(*context, auth::Role::kViewer,
-                                            "yolohook.v1.JobService/ListJobs");
-  if (!allowed.ok()) return Answer(context, allowed);
-  jobs::ListQuery query;
-  for (int state : request->states()) {
-    absl::StatusOr<jobs::JobState> s =
-        jobs::StateFromProto(static_cast<v1::JobState>(state));
-    if (!s.ok()) return Answer(context, s.status());
-    query.states.push_back(*s);
-  }
-  query.labels = ToMap(request->match_labels());
-  query.limit = request->page_size();
-  query.page_token = request->page_token();
-  absl::StatusOr<jobs::ListPage> page = manager_->List(query);
-  if (page.ok()) {
-    for (const jobs::JobRecord& job : page->jobs)
-      *response->add_jobs() = jobs::ToProto(job);
-    response->set_next_page_token(page->next_page_token);
-  }
-  return Answer(context, page.status());
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out) {
+  constexpr absl::string_view kMethod = "yolohook.v1.JobService/ListJobs";
+  auto* call = UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>::Start(
+      kMethod, in, out);
+  if (!call->parsed()) return call;
+  call->Finish([&]() -> absl::Status {
+    YH_RETURN_IF_ERROR(
+        authorizer_->Allow(*context, auth::Role::kViewer, kMethod));
+    const v1::ListJobsRequest& request = call->request();
+    YH_RETURN_IF_ERROR(CheckCount("ListJobsRequest.states",
+                                  static_cast<size_t>(request.states_size()),
+                                  16));
+    jobs::ListQuery query;
+    for (int state : request.states()) {
+      absl::StatusOr<jobs::JobState> s =
+          jobs::StateFromProto(static_cast<v1::JobState>(state));
+      if (!s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ListJobsRequest.states: ", s.status().message()));
+      }
+      query.states.push_back(*s);
+    }
+    query.labels = ToMap(request.match_labels());
+    YH_RETURN_IF_ERROR(
+        CheckLabels("ListJobsRequest.match_labels", query.labels));
+    if (request.page_size() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ListJobsRequest.page_size: must be >= 0 (0: the server default of ",
+          jobs::JobStore::kDefaultListLimit, "), got ", request.page_size()));
+    }
+    YH_RETURN_IF_ERROR(CheckLength("ListJobsRequest.page_token",
+                                   request.page_token(), kMaxTextBytes));
+    query.limit = request.page_size();
+    query.page_token = request.page_token();
+    YH_ASSIGN_OR_RETURN(const jobs::ListPage page, manager_->List(query));
+    for (const jobs::JobRecord& job : page.jobs)
+      *call->response()->add_jobs() = jobs::ToProto(job);
+    call->response()->set_next_page_token(page.next_page_token);
+    return absl::OkStatus();
+  }());
+  return call;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
-    grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
-    v1::Job* response) {
-  absl::StatusOr<auth::Principal> who = authorizer_->Check(
-      *context, auth::Role::kOperator, "yolohook.v1.JobService/CancelJob");
-  if (!who.ok()) return Answer(context, who.status());
-  absl::StatusOr<jobs::JobRecord> job =
-      manager_->Cancel(request->id(), absl::StrCat("CancelJob by ", who->name));
-  if (job.ok()) *response = jobs::ToProto(*job);
-  return Answer(context, job.status());
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out) {
+  constexpr absl::string_view kMethod = "yolohook.v1.JobService/CancelJob";
+  auto* call =
+      UnaryCall<v1::CancelJobRequest, v1::Job>::Start(kMethod, in, out);
+  if (!call->parsed()) return call;
+  call->Finish([&]() -> absl::Status {
+    YH_ASSIGN_OR_RETURN(
+        const auth::Principal who,
+        authorizer_->Check(*context, auth::Role::kOperator, kMethod));
+    YH_RETURN_IF_ERROR(CheckJobId("CancelJobRequest.id", call->request().id()));
+    YH_ASSIGN_OR_RETURN(
+        const jobs::JobRecord job,
+        manager_->Cancel(call->request().id(),
+                         absl::StrCat("CancelJob by ", who.name)));
+    *call->response() = jobs::ToProto(job);
+    return absl::OkStatus();
+  }());
+  return call;
 }
 
 grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
-    grpc::CallbackServerContext* context, const v1::PredictRequest* request,
-    v1::PredictResponse* response) {
-  absl::Status allowed = authorizer_->Allow(
-      *context, auth::Role::kOperator, "yolohook.v1.PredictService/Predict");
-  if (!allowed.ok()) return Answer(context, allowed);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out) {
+  constexpr absl::string_view kMethod = "yolohook.v1.PredictService/Predict";
+  using Call = UnaryCall<v1::PredictRequest, v1::PredictResponse>;
+  Call* call = Call::Start(kMethod, in, out);
+  if (!call->parsed()) return call;
+  absl::Status allowed =
+      authorizer_->Allow(*context, auth::Role::kOperator, kMethod);
+  if (!allowed.ok()) {
+    call->Finish(allowed);
+    return call;
+  }
+  const v1::PredictRequest* request = &call->request();
+  v1::PredictResponse* response = call->response();
+  Call* reactor = call;
   if (request->images().empty()) {
     reactor->Finish(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
@@ -483,13 +551,14 @@ grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
   return reactor;
 }
 
-grpc::ServerBidiReactor<v1::Frame, v1::FrameResult>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 PredictServiceImpl::PredictStream(grpc::CallbackServerContext* context) {
   absl::StatusOr<auth::Principal> who =
       authorizer_->Check(*context, auth::Role::kOperator,
                          "yolohook.v1.PredictService/PredictStream");
   if (!who.ok()) {
-    return RejectStream<v1::Frame, v1::FrameResult>(ToGrpcStatus(who.status()));
+    return RejectStream<grpc::ByteBuffer, grpc::ByteBuffer>(
+        ToGrpcStatus(who.status()));
   }
   return new PredictStreamReactor(context, manager_, metrics_);
 }

@@ -12,10 +12,24 @@
 
 namespace yolohook::service {
 
+// JobService with every method served from raw bytes (see unary_call.h).
+using RawJobService = v1::JobService::WithRawCallbackMethod_SubmitJob<
+    v1::JobService::WithRawCallbackMethod_GetJob<
+        v1::JobService::WithRawCallbackMethod_ListJobs<
+            v1::JobService::WithRawCallbackMethod_CancelJob<
+                v1::JobService::Service>>>>;
+// PredictService likewise.
+using RawPredictService = v1::PredictService::WithRawCallbackMethod_Predict<
+    v1::PredictService::WithRawCallbackMethod_PredictStream<
+        v1::PredictService::Service>>;
+
 // Submit, get, list, cancel. Each handler is quick (a store read or write) and
 // answers on the reactor thread. GetJob and ListJobs need role viewer, the
-// others operator. Thread-safe; the manager and authorizer must outlive it.
-class JobServiceImpl final : public v1::JobService::CallbackApi {
+// others operator. A request that does not parse, or whose ids, labels or
+// lists pass the limits of server/common/limits.h, is INVALID_ARGUMENT naming
+// the method or field. Thread-safe; the manager and authorizer must outlive
+// it.
+class JobServiceImpl final : public RawJobService {
  public:
   // `metrics` may be null (nothing recorded).
   JobServiceImpl(jobs::JobManager* manager, const Authorizer* authorizer,
@@ -23,17 +37,17 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
       : manager_(manager), authorizer_(authorizer), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
-                                      const v1::SubmitJobRequest* request,
-                                      v1::Job* response) override;
+                                      const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
-                                   const v1::GetJobRequest* request,
-                                   v1::Job* response) override;
+                                   const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
-                                     const v1::ListJobsRequest* request,
-                                     v1::ListJobsResponse* response) override;
+                                     const grpc::ByteBuffer* in,
+                                     grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
-                                      const v1::CancelJobRequest* request,
-                                      v1::Job* response) override;
+                                      const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override;
 
  private:
   jobs::JobManager* manager_;
@@ -51,7 +65,7 @@ class JobServiceImpl final : public v1::JobService::CallbackApi {
 // client cancels or the job is cancelled; ABORTED with the job's error.
 // Both need role operator. Thread-safe; the manager, authorizer (and
 // metrics) must outlive it.
-class PredictServiceImpl final : public v1::PredictService::CallbackApi {
+class PredictServiceImpl final : public RawPredictService {
  public:
   // `metrics` may be null (nothing recorded).
   PredictServiceImpl(jobs::JobManager* manager, const Authorizer* authorizer,
@@ -59,9 +73,9 @@ class PredictServiceImpl final : public v1::PredictService::CallbackApi {
       : manager_(manager), authorizer_(authorizer), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
-                                    const v1::PredictRequest* request,
-                                    v1::PredictResponse* response) override;
-  grpc::ServerBidiReactor<v1::Frame, v1::FrameResult>* PredictStream(
+                                    const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PredictStream(
       grpc::CallbackServerContext* context) override;
 
  private:

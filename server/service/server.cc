@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/config.h"
+#include "server/common/dir_lock.h"
 #include "server/common/paths.h"
 #include "server/common/status_macros.h"
 #include "server/engine/data/dataset_yaml.h"
@@ -55,14 +57,14 @@ std::string EncodeJpeg(const FrameView& frame) {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   std::unique_ptr<Server> s(new Server());
   if (!options.token_file.empty()) {
-    absl::StatusOr<auth::TokenStore> loaded =
-        auth::TokenStore::Load(options.token_file);
+    absl::StatusOr<std::unique_ptr<auth::TokenRegistry>> loaded =
+        auth::TokenRegistry::Load(options.token_file);
     if (!loaded.ok()) {
       return absl::Status(
           loaded.status().code(),
           absl::StrCat("--token_file: ", loaded.status().message()));
     }
-    s->tokens_ = std::make_unique<auth::TokenStore>(*std::move(loaded));
+    s->tokens_ = *std::move(loaded);
   } else if (!options.insecure && !IsLoopback(options.listen)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--listen=", options.listen,
@@ -87,8 +89,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
     return absl::InvalidArgumentError(
         absl::StrCat("--data_dir=", options.data_dir, ": ", ec.message()));
   }
-  YH_ASSIGN_OR_RETURN(s->store_,
-                      jobs::JobStore::Open(options.data_dir + "/yolohook.db"));
+  // One server per data directory: the SQLite store is not shared.
+  YH_ASSIGN_OR_RETURN(s->data_dir_lock_,
+                      DirectoryLock::Acquire(options.data_dir));
+  jobs::JobStore::Options store_options;
+  store_options.max_bytes = options.max_store_bytes;
+  YH_ASSIGN_OR_RETURN(
+      s->store_,
+      jobs::JobStore::Open(options.data_dir + "/yolohook.db", store_options));
   s->registry_ = std::make_unique<monitoring::Registry>();
   s->server_metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
   ServerMetrics* metrics = s->server_metrics_.get();
@@ -126,6 +134,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   mo.max_images = options.max_images;
   mo.max_image_pixels = options.max_image_pixels;
   mo.log = options.log;
+  mo.retention.max_age = options.job_retention;
+  mo.retention.direct_max_age = options.predict_retention;
+  mo.retention.max_finished_jobs = options.max_finished_jobs;
+  mo.retention.max_bytes = options.max_store_bytes / 10 * 8;
   YH_ASSIGN_OR_RETURN(
       PathPolicy paths,
       PathPolicy::Create(options.data_dir, options.allowed_roots,
@@ -166,6 +178,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // One server per port: with SO_REUSEPORT (gRPC's default) a second server
+  // on a busy port would start and take a share of its connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
@@ -174,10 +189,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   if (s->server_ == nullptr || s->port_ == 0) {
     s->manager_->Shutdown(/*checkpoint=*/true);
     if (s->http_ != nullptr) s->http_->Shutdown();
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on --listen=", options.listen));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on --listen=", options.listen,
+        " (is another server using the port? one server per port)"));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(true);
+  if (s->tokens_ != nullptr &&
+      options.token_file_check > absl::ZeroDuration() &&
+      options.token_file_check != absl::InfiniteDuration()) {
+    Server* self = s.get();
+    s->token_watcher_ = std::thread([self] { self->WatchTokenFile(); });
+  }
 
   if (!options.http_listen.empty()) {
     absl::Status http = s->StartDashboard();
@@ -231,12 +253,48 @@ std::string Server::http_address() const {
   return absl::StrCat(host, ":", dashboard_http_->port());
 }
 
+absl::Status Server::ReloadTokens() {
+  if (tokens_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "no --token_file: authentication is off, there is nothing to reload");
+  }
+  absl::Status reloaded = tokens_->Reload();
+  LogTokenReload(reloaded);
+  return reloaded;
+}
+
+void Server::LogTokenReload(const absl::Status& status) const {
+  const std::string line =
+      status.ok() ? absl::StrCat("tokens: reloaded ", tokens_->path(), ", ",
+                                 tokens_->size(), " clients")
+                  : absl::StrCat("tokens: ", status.message(),
+                                 "; the clients loaded before stay in force");
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+}
+
+void Server::WatchTokenFile() {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&shut_down_),
+                               options_.token_file_check)) {
+    mu_.Unlock();
+    absl::StatusOr<bool> changed = tokens_->ReloadIfChanged();
+    if (!changed.ok() || *changed) LogTokenReload(changed.status());
+    mu_.Lock();
+  }
+}
+
 void Server::Shutdown(absl::Duration grace) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
+  if (token_watcher_.joinable()) token_watcher_.join();
   if (server_ != nullptr)
     server_->GetHealthCheckService()->SetServingStatus(false);
   if (manager_ != nullptr) manager_->Shutdown(/*checkpoint=*/true);

@@ -11,12 +11,14 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/auth/token_store.h"
+#include "server/common/dir_lock.h"
 #include "server/dashboard/dashboard.h"
 #include "server/events/event_bus.h"
 #include "server/http/http_server.h"
@@ -49,8 +51,12 @@ class Server {
     // (port 0 picks a free one); "" = off.
     std::string http_listen;
     // Bearer tokens, `token,name,role` per line ("" = no authentication:
-    // every client is an admin).
+    // every client is an admin). Reloaded by ReloadTokens and when it
+    // changes on disk.
     std::string token_file;
+    // How often the token file is checked for changes (zero or infinite:
+    // only ReloadTokens reloads it).
+    absl::Duration token_file_check = absl::Seconds(2);
     std::string tls_cert;       // PEM certificate chain; with tls_key: TLS
     std::string tls_key;        // PEM private key of tls_cert
     std::string tls_client_ca;  // PEM CA; clients need a certificate it signed
@@ -63,6 +69,16 @@ class Server {
     int max_images = 256;           // inline images per request
     int64_t max_image_pixels =
         40'000'000;  // width x height of an inline image or a frame
+    // Finished jobs the store keeps, with their events: by age, jobs
+    // started by Predict or PredictStream for less, and at most
+    // max_finished_jobs of them (zero: no limit of that kind).
+    absl::Duration job_retention = absl::Hours(24 * 30);
+    absl::Duration predict_retention = absl::Minutes(10);
+    int64_t max_finished_jobs = 10000;
+    // The store's size limit in bytes (0: none): retention deletes the
+    // oldest finished jobs past 80% of it; writes past it fail with
+    // RESOURCE_EXHAUSTED.
+    int64_t max_store_bytes = int64_t{4} << 30;
     // Receives the server's log lines (job states, audit), without trailing
     // newlines. Null: stdout.
     std::function<void(absl::string_view line)> log;
@@ -71,11 +87,13 @@ class Server {
     jobs::Runner* runner = nullptr;
   };
 
-  // Opens the store under data_dir, recovers interrupted jobs, and starts
-  // serving. Errors: the store's; the token file's (naming file and line);
-  // INVALID_ARGUMENT naming the flag and file for TLS files that are missing,
-  // unreadable or not PEM; INVALID_ARGUMENT for a bad data_dir or allowed
-  // root; FAILED_PRECONDITION for a non-loopback listen address without
+  // Locks data_dir (one server per data directory), opens the store under it,
+  // recovers interrupted jobs, and starts serving. Errors:
+  // FAILED_PRECONDITION when another server holds data_dir (naming its pid)
+  // or data_dir is read-only; the store's; the token file's (naming file and
+  // line); INVALID_ARGUMENT naming the flag and file for TLS files that are
+  // missing, unreadable or not PEM; INVALID_ARGUMENT for a bad data_dir or
+  // allowed root; FAILED_PRECONDITION for a non-loopback listen address without
   // token_file or insecure; UNAVAILABLE when the address (or metrics_listen)
   // cannot be bound; INVALID_ARGUMENT for a malformed metrics_listen.
   static absl::StatusOr<std::unique_ptr<Server>> Start(Options options);
@@ -96,6 +114,12 @@ class Server {
   // The port serving /metrics; 0 when metrics_listen is "".
   int metrics_port() const { return http_ == nullptr ? 0 : http_->port(); }
 
+  // Loads the token file again (what SIGHUP does): added tokens work at once,
+  // removed ones stop working, and streams opened with them end. On error
+  // (naming file and line) the clients loaded before stay in force; the
+  // outcome is logged either way. FAILED_PRECONDITION without a token file.
+  absl::Status ReloadTokens();
+
   // Drains: health reports NOT_SERVING, queued jobs are interrupted, running
   // ones stop at their next batch (train jobs keep last.pt from the last
   // finished epoch and resume at the next start), subscriptions end with
@@ -110,15 +134,22 @@ class Server {
   // FAILED_PRECONDITION for a non-loopback address without a token file or
   // insecure; the HTTP server's (naming --http_listen).
   absl::Status StartDashboard();
+  // The token file watcher's thread: reloads when the file changed.
+  void WatchTokenFile() ABSL_LOCKS_EXCLUDED(mu_);
+  void LogTokenReload(const absl::Status& status) const;
 
   Options options_;
+  // Held while the server runs: one server per data directory. Declared
+  // before the store, so that it is released after the store is closed.
+  std::unique_ptr<DirectoryLock> data_dir_lock_;
   // Declared first: collectors read the bus and store until http_ stops.
   std::unique_ptr<monitoring::Registry> registry_;
   std::unique_ptr<ServerMetrics> server_metrics_;
   std::unique_ptr<jobs::JobStore> store_;
   // The token file's clients (null: no authentication), for the gRPC services
   // (through authorizer_) and the dashboard.
-  std::unique_ptr<auth::TokenStore> tokens_;
+  std::unique_ptr<auth::TokenRegistry> tokens_;
+  std::thread token_watcher_;
   std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<events::EventBus> bus_;
   std::unique_ptr<jobs::Runner> owned_runner_;

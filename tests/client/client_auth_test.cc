@@ -153,6 +153,45 @@ TEST_F(ClientAuthTest, TokensOverTlsDecideWhatTheClientMayDo) {
   EXPECT_THAT(refused.message(), HasSubstr("unknown token"));
 }
 
+TEST_F(ClientAuthTest, ACertificateTheTokenFileNamesHasItsRole) {
+  // The client certificate's common name is test-client (test_certs.h).
+  std::ofstream(tokens_) << "view-token,grafana,viewer\n"
+                            "cert:test-client,trainer,operator\n";
+  service::Server::Options options;
+  options.tls_cert = certs_.server_cert;
+  options.tls_key = certs_.server_key;
+  options.tls_client_ca = certs_.ca;
+  options.token_file = tokens_;
+  StartServer(options);
+  Client::Options with_cert = ClientOptions();
+  with_cert.tls_ca_file = certs_.ca;
+  with_cert.tls_cert_file = certs_.client_cert;
+  with_cert.tls_key_file = certs_.client_key;
+  {
+    Client trainer(with_cert);  // no token: the certificate says who it is
+    absl::StatusOr<v1::Job> job = trainer.Submit("train", {{"epochs", "1"}});
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_TRUE(trainer.Wait(job->id(), absl::Seconds(30)).ok());
+  }
+  {
+    // A token, when given, decides instead.
+    Client::Options viewer_options = with_cert;
+    viewer_options.token = "view-token";
+    Client viewer(viewer_options);
+    EXPECT_EQ(viewer.Submit("train", {}).status().code(),
+              absl::StatusCode::kPermissionDenied);
+  }
+  // A certificate the file does not name is refused, naming its identities.
+  std::ofstream(tokens_) << "view-token,grafana,viewer\n"
+                            "cert:someone-else,other,operator\n";
+  ASSERT_TRUE(server_->ReloadTokens().ok());
+  Client unknown(with_cert);
+  absl::Status refused = unknown.List({}).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(refused.message(), AllOf(HasSubstr("\"test-client\""),
+                                       HasSubstr("not in the token file")));
+}
+
 TEST_F(ClientAuthTest, UnusableFilesFailEveryCallNamingTheOption) {
   StartServer({});
   Client::Options missing = ClientOptions();

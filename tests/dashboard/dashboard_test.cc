@@ -309,11 +309,31 @@ TEST_F(DashboardTest, TokensAndRoles) {
       Send("POST", "/api/jobs/" + id + "/cancel", "", viewer);
   EXPECT_EQ(viewer_stop.status, 403);
 
-  // EventSource cannot set headers: the token rides in the URL.
+  // EventSource cannot set headers, and a token in a URL would end up in
+  // logs: tokens in URLs are refused, a single-use ticket opens the stream.
+  HttpResponse in_url =
+      Send("GET", "/api/events/" + id + "?token=viewer-token");
+  EXPECT_EQ(in_url.status, 401);
+  EXPECT_THAT(in_url.body, HasSubstr("not taken from URLs"));
+  EXPECT_EQ(Send("POST", "/api/tickets?for=/api/events/" + id).status, 401);
+  EXPECT_EQ(Send("POST", "/api/tickets?for=/api/jobs", "", viewer).status, 400);
+  auto ticket_for = [&](const std::string& path) {
+    HttpResponse issued = Send("POST", "/api/tickets?for=" + path, "", viewer);
+    EXPECT_EQ(issued.status, 200) << issued.body;
+    const size_t start = issued.body.find("\"ticket\":\"") + 10;
+    return issued.body.substr(start, 64);
+  };
+  const std::string other = ticket_for("/api/events/job-other");
+  EXPECT_EQ(Send("GET", "/api/events/" + id + "?ticket=" + other).status,
+            401);  // for another path
+  const std::string ticket = ticket_for("/api/events/" + id);
   HttpConnection events(port_);
-  events.Send("GET /api/events/" + id +
-              "?token=viewer-token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  events.Send("GET /api/events/" + id + "?ticket=" + ticket +
+              " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   ASSERT_TRUE(events.ReadUntil("id: 1\n"));
+  HttpResponse again = Send("GET", "/api/events/" + id + "?ticket=" + ticket);
+  EXPECT_EQ(again.status, 401);  // single use
+  EXPECT_THAT(again.body, HasSubstr("used"));
 
   EXPECT_EQ(Send("POST", "/api/jobs/" + id + "/cancel", "", op).status, 200);
   ASSERT_TRUE(events.ReadUntil("event: end"));

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -917,6 +918,163 @@ TEST_F(EventBusTest, ImagesOnlyForSubscriptionsThatAsk) {
   EXPECT_EQ(images["with"], 1);
   EXPECT_EQ(images["with2"], 1);
   EXPECT_EQ(images["without"], 0);
+}
+
+TEST_F(EventBusTest, InterruptedJobEndsItsSubscriptionsWithShutdownNotDone) {
+  FakeLog log;
+  EventBus::Options o = Opts();
+  o.log = &log;
+  EventBus bus(o);
+  bus.StartJob("a", {}, {});
+  bus.StartJob("b", {}, {});
+  Client client(bus);
+  ASSERT_TRUE(client.stream().Subscribe(Sub("both", {"a", "b"})).ok());
+  ASSERT_TRUE(client.stream().Subscribe(Sub("all")).ok());
+  TrainerJob job;
+  for (int i = 0; i < 3; ++i) bus.Publish("a", job.ctx);
+  bus.Publish("b", job.ctx);
+  bus.FinishJob("b");
+  // A server going away interrupts "a": it resumes later, so nothing ends.
+  bus.FinishJob("a", EventBus::JobEnd::kInterrupted);
+  for (const auto& m : client.Drain()) {
+    EXPECT_FALSE(m->has_subscription_ended())
+        << m->subscription_ended().ShortDebugString();
+  }
+  bus.Shutdown();
+  std::map<std::string, v1::SubscriptionEnded> ends;
+  for (const auto& m : client.Drain()) {
+    if (m->has_subscription_ended())
+      ends[m->subscription_ended().subscription_id()] = m->subscription_ended();
+  }
+  ASSERT_EQ(ends.size(), 2u);
+  const v1::SubscriptionEnded& both = ends["both"];
+  EXPECT_EQ(both.reason(), v1::END_REASON_SHUTDOWN);
+  EXPECT_EQ(both.resume_seq().at("a"), 4);
+  EXPECT_THAT(both.message(), HasSubstr("resuming when a server starts again"));
+  EXPECT_THAT(both.message(), HasSubstr("a"));
+  EXPECT_EQ(ends["all"].reason(), v1::END_REASON_SHUTDOWN);
+}
+
+TEST_F(EventBusTest, ResumedAttemptContinuesTheSeqAndMarksItsEvents) {
+  FakeLog log;
+  EventBus::Options o = Opts();
+  o.log = &log;
+  TrainerJob job;
+  {
+    EventBus first(o);
+    first.StartJob("a", {}, {}, 1);
+    Client client(first);
+    ASSERT_TRUE(client.stream().Subscribe(Sub("w", {"a"})).ok());
+    first.Publish("a", job.ctx);
+    first.Publish("a", job.ctx);
+    for (const auto& m : client.Drain()) {
+      if (m->has_event()) {
+        EXPECT_EQ(m->event().attempt(), 1);
+      }
+    }
+    first.FinishJob("a", EventBus::JobEnd::kInterrupted);
+  }
+  EventBus second(o);  // the next server
+  second.StartJob("a", {}, {}, 2);
+  Client client(second);
+  v1::Subscribe s = Sub("w", {"a"});
+  s.set_from_seq(1);
+  ASSERT_TRUE(client.stream().Subscribe(s).ok());
+  EXPECT_EQ(second.Publish("a", job.ctx), 3);
+  second.FinishJob("a");
+  std::vector<std::pair<int64_t, int32_t>> seen;  // (seq, attempt)
+  v1::EndReason end = v1::END_REASON_UNSPECIFIED;
+  for (const auto& m : client.Drain()) {
+    if (m->has_event())
+      seen.emplace_back(m->event().seq(), m->event().attempt());
+    if (m->has_subscription_ended()) end = m->subscription_ended().reason();
+  }
+  EXPECT_EQ(seen,
+            (std::vector<std::pair<int64_t, int32_t>>{{1, 1}, {2, 1}, {3, 2}}));
+  EXPECT_EQ(end, v1::END_REASON_JOBS_DONE);
+}
+
+TEST_F(EventBusTest, FinishedJobsLeaveMemoryAndStayReplayable) {
+  FakeLog log;
+  EventBus::Options o = Opts();
+  o.log = &log;
+  EventBus bus(o);
+  Client watcher(bus);
+  ASSERT_TRUE(watcher.stream().Subscribe(Sub("all")).ok());
+  TrainerJob job;
+  for (int j = 0; j < 50; ++j) {
+    const std::string id = absl::StrCat("job-", j);
+    bus.StartJob(id, {}, {});
+    bus.Publish(id, job.ctx);
+    bus.Publish(id, job.ctx);
+    bus.FinishJob(id);
+  }
+  EXPECT_EQ(Seqs(watcher.Drain()).size(), 100u);
+  EXPECT_EQ(bus.stats().jobs_in_memory, 0);
+  // A late client still replays a forgotten job from the log; the job is held
+  // while the subscription refers to it, and forgotten again after.
+  Client late(bus);
+  v1::Subscribe s = Sub("late", {"job-7"});
+  s.set_from_seq(1);
+  ASSERT_TRUE(late.stream().Subscribe(s).ok());
+  std::vector<MessagePtr> got = late.Drain();
+  EXPECT_EQ(Seqs(got), Range("job-7", 1, 2));
+  EXPECT_EQ(got.back()->subscription_ended().reason(),
+            v1::END_REASON_JOBS_DONE);
+  EXPECT_EQ(bus.stats().jobs_in_memory, 0);
+}
+
+TEST_F(EventBusTest, OversizedAndUnknownFieldsAreRefusedWithoutEcho) {
+  EventBus bus(Opts());
+  Client client(bus);
+  const std::string huge(1 << 20, 'x');
+  absl::Status s = client.stream().Subscribe(Sub(huge));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("Subscribe.subscription_id"));
+  EXPECT_THAT(s.message(), HasSubstr("limit of 128"));
+  EXPECT_LT(s.message().size(), 400u);
+
+  v1::Subscribe too_many = Sub("ids");
+  for (int i = 0; i < 2000; ++i) too_many.add_job_ids(absl::StrCat("j", i));
+  s = client.stream().Subscribe(too_many);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("job_ids: 2000 entries"));
+
+  v1::Subscribe mode = Sub("mode");
+  mode.set_mode(static_cast<v1::SubscriptionMode>(9));
+  s = client.stream().Subscribe(mode);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("mode: unknown value 9"));
+  v1::Subscribe failure = Sub("failure");
+  failure.set_failure_mode(static_cast<v1::FailureMode>(-3));
+  EXPECT_THAT(client.stream().Subscribe(failure).message(),
+              HasSubstr("failure_mode: unknown value -3"));
+
+  v1::Reply reply;
+  reply.set_subscription_id("sub");
+  reply.set_job_id("job\n[job-0] train SUCCEEDED" + huge);
+  v1::ReplyResult result = client.stream().Reply(reply);
+  EXPECT_FALSE(result.applied());
+  EXPECT_TRUE(result.job_id().empty());  // not echoed
+  EXPECT_THAT(result.reason(), HasSubstr("Reply.job_id"));
+  EXPECT_LT(result.reason().size(), 400u);
+  EXPECT_EQ(result.reason().find('\n'), std::string::npos);
+}
+
+TEST_F(EventBusTest, AuditLinesEscapeWhatTheClientSent) {
+  std::vector<std::string> lines;
+  EventBus::Options o = Opts();
+  o.audit_log = [&lines](absl::string_view line) { lines.emplace_back(line); };
+  EventBus bus(o);
+  Client client(bus);
+  v1::Reply reply;
+  reply.set_subscription_id("s\n[job-1] train SUCCEEDED");
+  reply.set_job_id("j\r\n");
+  client.stream().Reply(reply);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].find('\n'), std::string::npos);
+  EXPECT_EQ(lines[0].find('\r'), std::string::npos);
+  EXPECT_THAT(lines[0], HasSubstr("subscription=s\\n[job-1]"));
 }
 
 }  // namespace

@@ -410,16 +410,91 @@ TEST_F(JobManagerTest, RestartAfterCrashInterruptsUnfinishedJobs) {
   }
 
   StartManager();
-  const JobRecord resumed = WaitOrDie(train.id);
-  EXPECT_EQ(resumed.state, JobState::kSucceeded);
+  // Every interrupted job runs again as its next attempt, in submission
+  // order: the train job from its last.pt, the others from the start.
+  for (const std::string& id : {train.id, val.id, queued.id}) {
+    const JobRecord job = WaitOrDie(id);
+    EXPECT_EQ(job.state, JobState::kSucceeded) << id;
+    EXPECT_EQ(job.attempt, 1) << id;  // the dead server's records had none
+    ASSERT_GE(job.history.size(), 4u) << id;
+    const StateChange& interrupted = job.history[job.history.size() - 4];
+    EXPECT_EQ(interrupted.state, JobState::kInterrupted);
+    EXPECT_EQ(interrupted.reason, "server restarted");
+    const StateChange& queued_again = job.history[job.history.size() - 3];
+    EXPECT_EQ(queued_again.state, JobState::kQueued);
+    EXPECT_EQ(queued_again.attempt, 1);
+    EXPECT_EQ(job.history[job.history.size() - 2].state, JobState::kRunning);
+    EXPECT_EQ(job.history.back().state, JobState::kSucceeded);
+  }
   EXPECT_EQ(runner_->args(train.id).at("resume"),
             save_dir + "/weights/last.pt");
-  EXPECT_THAT(runner_->started(), ElementsAre(train.id));
-  for (const std::string& id : {val.id, queued.id}) {
-    const JobRecord job = *manager_->Get(id);
-    EXPECT_EQ(job.state, JobState::kInterrupted);
-    EXPECT_EQ(job.error, "server restarted");
+  EXPECT_EQ(runner_->args(val.id).count("resume"), 0u);
+  EXPECT_THAT(runner_->started(), ElementsAre(train.id, val.id, queued.id));
+  EXPECT_THAT(Log(), Contains(absl::StrCat("[", train.id,
+                                           "] train QUEUED, attempt 1, "
+                                           "resuming from ",
+                                           save_dir, "/weights/last.pt")));
+}
+
+TEST_F(JobManagerTest, EachResumeIsANewAttemptWithItsHistory) {
+  StartManager();
+  const JobRecord blocked = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  EXPECT_EQ(blocked.attempt, 1);
+  runner_->AwaitStarted(1);
+  manager_->Shutdown(/*checkpoint=*/true);
+  const JobRecord interrupted = *store_->Get(blocked.id);
+  EXPECT_EQ(interrupted.state, JobState::kInterrupted);
+  ASSERT_FALSE(interrupted.history.empty());
+  EXPECT_EQ(interrupted.history.back().reason, "server shut down");
+  EXPECT_EQ(interrupted.history.back().attempt, 1);
+  manager_.reset();
+  StartManager();  // the next server
+  const JobRecord done = WaitOrDie(blocked.id);
+  EXPECT_EQ(done.state, JobState::kSucceeded);
+  EXPECT_EQ(done.attempt, 2);
+  std::vector<std::pair<JobState, int>> states;
+  for (const StateChange& change : done.history)
+    states.emplace_back(change.state, change.attempt);
+  EXPECT_THAT(
+      states,
+      ElementsAre(Pair(JobState::kQueued, 1), Pair(JobState::kRunning, 1),
+                  Pair(JobState::kInterrupted, 1), Pair(JobState::kQueued, 2),
+                  Pair(JobState::kRunning, 2), Pair(JobState::kSucceeded, 2)));
+}
+
+TEST_F(JobManagerTest, ListReportsARunningJobsLastSeq) {
+  StartManager();
+  const JobRecord blocked = SubmitOrDie(Mode::kTrain, {{"name", "block"}});
+  runner_->AwaitStarted(1);
+  const int64_t live = manager_->Get(blocked.id)->last_seq;
+  ASSERT_GT(live, 0);
+  absl::StatusOr<ListPage> page = manager_->List({});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 1u);
+  EXPECT_EQ(page->jobs[0].state, JobState::kRunning);
+  EXPECT_EQ(page->jobs[0].last_seq, live);
+  runner_->ReleaseAll();
+  WaitOrDie(blocked.id);
+}
+
+TEST_F(JobManagerTest, RetentionForgetsExpiredJobs) {
+  JobManager::Options options;
+  options.retention.max_finished_jobs = 2;
+  options.retention_interval = absl::InfiniteDuration();
+  StartManager(options);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(SubmitOrDie(Mode::kVal, {}).id);
+    WaitOrDie(ids.back());
   }
+  absl::StatusOr<RetentionResult> result = manager_->ApplyRetention();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->jobs_deleted, 3);
+  EXPECT_EQ(manager_->Get(ids[0]).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(manager_->Get(ids[4]).ok());
+  EXPECT_THAT(
+      Log(),
+      Contains(::testing::StartsWith("retention: deleted 3 finished jobs")));
 }
 
 TEST_F(JobManagerTest, ResumeCanBeTurnedOff) {

@@ -1,14 +1,20 @@
 #include "server/jobs/job_store.h"
 
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/run_as.h"
 #include "tests/testing/temp_dir.h"
 
 namespace yolohook::jobs {
@@ -69,6 +75,13 @@ JobRecord FullJob() {
   job.results = {result};
   job.artifacts = {{"weights_best", "/w/best.pt"}, {"onnx", "/w/best.onnx"}};
   job.last_seq = 17;
+  job.attempt = 2;
+  job.direct = true;
+  job.history = {{JobState::kQueued, absl::FromUnixSeconds(1700000000), "", 1},
+                 {JobState::kInterrupted, absl::FromUnixSeconds(1700000001),
+                  "server shut down", 1},
+                 {JobState::kQueued, absl::FromUnixSeconds(1700000002),
+                  "resuming from /w/last.pt", 2}};
   return job;
 }
 
@@ -101,6 +114,9 @@ void ExpectSameJob(const JobRecord& got, const JobRecord& want) {
   EXPECT_EQ(got.metrics, want.metrics);
   EXPECT_EQ(got.artifacts, want.artifacts);
   EXPECT_EQ(got.last_seq, want.last_seq);
+  EXPECT_EQ(got.attempt, want.attempt);
+  EXPECT_EQ(got.direct, want.direct);
+  EXPECT_EQ(got.history, want.history);
   ASSERT_EQ(got.results.size(), want.results.size());
   for (size_t i = 0; i < got.results.size(); ++i) {
     const Result& g = got.results[i];
@@ -356,6 +372,9 @@ TEST(JobStoreTest, MarkRunningInterruptedReturnsUnfinishedJobs) {
     EXPECT_EQ(job->state, JobState::kInterrupted);
     EXPECT_EQ(job->error, "server restarted");
     EXPECT_EQ(job->end_time, now);
+    ASSERT_FALSE(job->history.empty());
+    EXPECT_EQ(job->history.back(), (StateChange{JobState::kInterrupted, now,
+                                                "server restarted", 0}));
   }
   EXPECT_EQ(store->Get("job-s")->state, JobState::kSucceeded);
   EXPECT_EQ(store->Get("job-c")->state, JobState::kCancelled);
@@ -395,6 +414,195 @@ TEST(JobStoreTest, DirectoryIsRejected) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(store.status().message(), HasSubstr(dir.path()));
   EXPECT_THAT(store.status().message(), HasSubstr("directory"));
+}
+
+JobRecord FinishedJob(const std::string& id, int64_t end_seconds,
+                      bool direct = false) {
+  JobRecord job = MakeJob(id, end_seconds - 1, JobState::kSucceeded);
+  job.end_time = absl::FromUnixSeconds(end_seconds);
+  job.direct = direct;
+  return job;
+}
+
+std::vector<std::string> AllIds(JobStore& store) {
+  ListQuery query;
+  query.limit = JobStore::kMaxListLimit;
+  absl::StatusOr<ListPage> page = store.List(query);
+  EXPECT_TRUE(page.ok()) << page.status();
+  std::vector<std::string> ids = Ids(page->jobs);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+TEST(JobStoreTest, HistoryKeepsTheNewestEntries) {
+  JobRecord job = MakeJob("job-h", 1);
+  for (int i = 0; i < 100; ++i) {
+    job.attempt = i;
+    job.Enter(i % 2 ? JobState::kRunning : JobState::kQueued,
+              absl::FromUnixSeconds(i), absl::StrCat("step ", i));
+  }
+  ASSERT_EQ(job.history.size(), JobRecord::kMaxHistory);
+  EXPECT_EQ(job.history.back().reason, "step 99");
+  EXPECT_EQ(job.history.back().attempt, 99);
+  EXPECT_EQ(job.history.front().reason,
+            absl::StrCat("step ", 100 - JobRecord::kMaxHistory));
+  EXPECT_EQ(job.state, JobState::kRunning);
+}
+
+TEST(JobStoreTest, RetentionDeletesExpiredFinishedJobsWithTheirEvents) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  const int64_t now = 100000;
+  ASSERT_TRUE(store->Put(FinishedJob("job-old", now - 7200)).ok());
+  ASSERT_TRUE(store->Put(FinishedJob("job-new", now - 60)).ok());
+  ASSERT_TRUE(store->Put(FinishedJob("job-predict-old", now - 900, true)).ok());
+  ASSERT_TRUE(store->Put(FinishedJob("job-predict-new", now - 30, true)).ok());
+  JobRecord running = MakeJob("job-running", 1, JobState::kRunning);
+  ASSERT_TRUE(store->Put(running).ok());
+  for (const char* id : {"job-old", "job-new", "job-running"}) {
+    for (int seq = 1; seq <= 3; ++seq)
+      ASSERT_TRUE(store->Append(MakeEvent(id, seq, "on_train_start")).ok());
+  }
+  RetentionPolicy policy;
+  policy.max_age = absl::Hours(1);
+  policy.direct_max_age = absl::Minutes(10);
+  policy.max_finished_jobs = 0;
+  absl::StatusOr<RetentionResult> result =
+      store->DeleteExpired(policy, absl::FromUnixSeconds(now));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->jobs_deleted, 2);
+  EXPECT_EQ(result->events_deleted, 3);
+  EXPECT_GT(result->bytes, 0);
+  EXPECT_THAT(AllIds(*store),
+              ElementsAre("job-new", "job-predict-new", "job-running"));
+  EXPECT_EQ(*store->LastSeq("job-old"), 0);
+  EXPECT_EQ(*store->LastSeq("job-new"), 3);
+
+  // By count: the jobs that ended last stay; running jobs never count.
+  policy.max_age = absl::ZeroDuration();
+  policy.direct_max_age = absl::ZeroDuration();
+  policy.max_finished_jobs = 1;
+  result = store->DeleteExpired(policy, absl::FromUnixSeconds(now));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->jobs_deleted, 1);
+  EXPECT_THAT(AllIds(*store), ElementsAre("job-predict-new", "job-running"));
+}
+
+TEST(JobStoreTest, RetentionKeepsTheStoreUnderItsSize) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("jobs.db"));
+  const std::string payload(4000, 'p');
+  for (int j = 0; j < 200; ++j) {
+    const std::string id = absl::StrCat("job-", 1000 + j);
+    ASSERT_TRUE(store->Put(FinishedJob(id, 1000 + j)).ok());
+    v1::Event event = MakeEvent(id, 1, "on_predict_batch_end");
+    event.mutable_predictor()->add_strings(payload);
+    ASSERT_TRUE(store->Append(event).ok());
+  }
+  const int64_t before = *store->SizeBytes();
+  ASSERT_GT(before, 800 << 10);
+  RetentionPolicy policy;
+  policy.max_age = absl::ZeroDuration();
+  policy.direct_max_age = absl::ZeroDuration();
+  policy.max_finished_jobs = 0;
+  policy.max_bytes = 300 << 10;
+  absl::StatusOr<RetentionResult> result =
+      store->DeleteExpired(policy, absl::FromUnixSeconds(5000));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_LE(result->bytes, policy.max_bytes);
+  EXPECT_EQ(*store->SizeBytes(), result->bytes);
+  EXPECT_GT(result->jobs_deleted, 100);
+  // The oldest went first.
+  EXPECT_EQ(store->Get("job-1000").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store->Get("job-1199").ok());
+}
+
+TEST(JobStoreTest, AFullStoreIsResourceExhaustedNamingIt) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("jobs.db");
+  JobStore::Options options;
+  options.max_bytes = 256 << 10;
+  absl::StatusOr<std::unique_ptr<JobStore>> store =
+      JobStore::Open(path, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::Status status;
+  JobRecord job = MakeJob("job-big", 1);
+  job.args["note"] = std::string(20000, 'n');
+  for (int i = 0; i < 100 && status.ok(); ++i) {
+    job.id = absl::StrCat("job-", i);
+    status = (*store)->Put(job);
+  }
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(status.message(), HasSubstr(path));
+  EXPECT_THAT(status.message(), HasSubstr("full"));
+  // Earlier jobs are still there.
+  EXPECT_TRUE((*store)->Get("job-0").ok());
+}
+
+TEST(JobStoreTest, AStoreWithoutRetentionColumnsIsMigrated) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("jobs.db");
+  {
+    // The schema before retention: no end_time, no direct, no auto_vacuum.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL,"
+                           " state INTEGER NOT NULL, create_time INTEGER NOT "
+                           "NULL, job BLOB NOT NULL)",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    const std::string blob =
+        ToProto(FinishedJob("job-old", 500)).SerializeAsString();
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(
+                  db, "INSERT INTO jobs VALUES ('job-old', 2, 499, ?1)", -1,
+                  &stmt, nullptr),
+              SQLITE_OK);
+    sqlite3_bind_blob(stmt, 1, blob.data(), static_cast<int>(blob.size()),
+                      SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->Get("job-old").ok());
+  // Its end time was carried over: age retention sees it as it is.
+  RetentionPolicy policy;
+  policy.max_age = absl::Seconds(1000);
+  policy.max_finished_jobs = 0;
+  EXPECT_EQ(
+      store->DeleteExpired(policy, absl::FromUnixSeconds(1000))->jobs_deleted,
+      0);
+  EXPECT_EQ(
+      store->DeleteExpired(policy, absl::FromUnixSeconds(2000))->jobs_deleted,
+      1);
+}
+
+TEST(JobStoreTest, AReadOnlyDirectoryIsNamedAsSuch) {
+  testing::TempDir dir;
+  // nobody must reach the directory to find it read-only.
+  std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
+  const std::string ro = dir.Sub("ro");
+  std::filesystem::create_directories(ro);
+  std::filesystem::permissions(ro, std::filesystem::perms::owner_read |
+                                       std::filesystem::perms::owner_exec |
+                                       std::filesystem::perms::group_read |
+                                       std::filesystem::perms::others_read |
+                                       std::filesystem::perms::group_exec |
+                                       std::filesystem::perms::others_exec);
+  // Root writes anywhere: check as an unprivileged user then.
+  const std::string message = testing::RunAsNobody([&ro] {
+    absl::StatusOr<std::unique_ptr<JobStore>> store =
+        JobStore::Open(ro + "/jobs.db");
+    return absl::StrCat(absl::StatusCodeToString(store.status().code()), ": ",
+                        store.status().message());
+  });
+  EXPECT_THAT(message, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(message, HasSubstr("read-only"));
+  EXPECT_THAT(message, HasSubstr(ro));
 }
 
 TEST(JobTest, ProtoWithoutModeOrStateIsRejected) {

@@ -50,6 +50,7 @@
     epochs: new Map(), // epoch (1-based) -> {loss:[], lr:{}, metrics:{}}
     totalEpochs: 0,
     preds: new Map(),  // "seq-index" -> prediction tile state
+    opening: 0,        // openStream calls so far (the latest one wins)
   };
   window.dash = dash;
 
@@ -87,12 +88,14 @@
   // --- Sign in ---
 
   function loadToken() {
-    const params = new URLSearchParams(location.search);
+    // http://host/#token=TOKEN signs in: a fragment never leaves the
+    // browser, so the token stays out of server and proxy logs.
+    const params = new URLSearchParams(location.hash.replace(/^#/, ''));
     if (params.has('token')) {
       localStorage.setItem(TOKEN_KEY, params.get('token'));
       params.delete('token');
-      const q = params.toString();
-      history.replaceState(null, '', location.pathname + (q ? '?' + q : '') + location.hash);
+      const h = params.toString();
+      history.replaceState(null, '', location.pathname + location.search + (h ? '#' + h : ''));
     }
     dash.token = localStorage.getItem(TOKEN_KEY) || '';
   }
@@ -241,12 +244,27 @@
 
   // --- Events ---
 
-  function openStream() {
+  async function openStream() {
     closeStream();
     dash.streamEnded = false;
-    let url = 'api/events/' + encodeURIComponent(dash.jobId) + '?images=1';
+    const id = dash.jobId;
+    const opening = ++dash.opening;
+    const path = 'api/events/' + encodeURIComponent(id);
+    let url = path + '?images=1';
     if (dash.lastSeq > 0) url += '&last_event_id=' + dash.lastSeq;
-    if (dash.token) url += '&token=' + encodeURIComponent(dash.token);
+    if (dash.token) {
+      // An EventSource cannot send the token in a header, and a token in a
+      // URL ends up in logs: the URL carries a single-use ticket instead.
+      try {
+        const t = await api('POST', 'api/tickets?for=' + encodeURIComponent('/' + path));
+        url += '&ticket=' + encodeURIComponent(t.ticket);
+      } catch (e) {
+        setTimeout(() => { if (dash.jobId === id && !dash.stream) openStream(); }, dash.retryMs);
+        dash.retryMs = Math.min(dash.retryMs * 2, 10000);
+        return;
+      }
+      if (opening !== dash.opening || dash.jobId !== id) return;  // superseded
+    }
     const es = new EventSource(url);
     dash.stream = es;
     dash.connects++;
@@ -264,11 +282,11 @@
     });
     es.onerror = () => {
       // The browser reconnects by itself (sending Last-Event-ID) while the
-      // stream is CONNECTING; once it gives up we open a new one that names
-      // the last seq in the URL.
+      // stream is CONNECTING; once it gives up (a used ticket is refused) we
+      // open a new one that names the last seq in the URL.
+      if (dash.token && es.readyState !== EventSource.CLOSED) es.close();
       if (es.readyState !== EventSource.CLOSED || dash.stream !== es) return;
       dash.stream = null;
-      const id = dash.jobId;
       setTimeout(() => { if (dash.jobId === id && !dash.stream) openStream(); }, dash.retryMs);
       dash.retryMs = Math.min(dash.retryMs * 2, 10000);
     };

@@ -1,5 +1,5 @@
 // The server side of bench/baseline.proto: bare gRPC with the callback API, as
-// yolohook's CallbackService uses it, and nothing else (no queues, no locks on
+// yolohook's HookService uses it, and nothing else (no queues, no locks on
 // the write path), so that remote_bench can compare the two.
 #ifndef YOLOHOOK_BENCH_BASELINE_SERVICE_H_
 #define YOLOHOOK_BENCH_BASELINE_SERVICE_H_
@@ -16,7 +16,7 @@ namespace yolohook::bench {
 
 // Serves Stream (one write in flight, the next started from OnWriteDone) and
 // PingPong (the server pings, times each answer). Thread-safe.
-class BaselineService final : public Baseline::CallbackApi {
+class BaselineService final : public Baseline::CallbackService {
  public:
   grpc::ServerWriteReactor<Payload>* Stream(
       grpc::CallbackServerContext* context,

@@ -9,7 +9,7 @@
 //   (a realistic TrainerState) through a real service::Server; 1 and
 //   `subscribers` Connect streams observe every event. Baseline: a bare
 //   server-streaming RPC pushing n payloads of the event's serialized size to
-//   1 and `subscribers` streams. Also measured: the same CallbackService over
+//   1 and `subscribers` streams. Also measured: the same HookService over
 //   an EventBus without an event log (delivery without persistence).
 // - rtt: interceptor round trip. One intercepting client answers each event at
 //   once; each Fire as the runner sees it, against a bare ping-pong (the server
@@ -51,8 +51,9 @@
 #include "server/engine/data/shapes.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/engine_runner.h"
-#include "server/service/callback_service.h"
+#include "server/service/hook_service.h"
 #include "server/service/server.h"
+#include "server/wire/conversions.h"
 #include "yolohook/v1/callbacks.grpc.pb.h"
 
 namespace yolohook::bench {
@@ -142,8 +143,8 @@ v1::Event SampleEvent() {
   EventContext ctx;
   ctx.event = Event::kOnTrainBatchEnd;
   ctx.trainer = &trainer;
-  return events::ToWire("job-0123456789ab", 145, absl::Now(), ctx, JobArgs(),
-                        nullptr);
+  return wire::ToWire("job-0123456789ab", 145, absl::Now(), ctx, JobArgs(),
+                      nullptr);
 }
 
 // --- The runner --------------------------------------------------------------
@@ -301,7 +302,7 @@ class HookClient {
 
   HookClient(std::shared_ptr<grpc::Channel> channel, Options options)
       : options_(std::move(options)),
-        stub_(v1::CallbackService::NewStub(std::move(channel))),
+        stub_(v1::HookService::NewStub(std::move(channel))),
         stream_(stub_->Connect(&context_)) {}
 
   ~HookClient() { Stop(); }
@@ -397,7 +398,7 @@ class HookClient {
   }
 
   const Options options_;
-  std::unique_ptr<v1::CallbackService::Stub> stub_;
+  std::unique_ptr<v1::HookService::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::ClientMessage, v1::ServerMessage>>
@@ -414,7 +415,7 @@ class HookClient {
 
 // --- Measurements ------------------------------------------------------------
 
-// Where the synthetic events go, behind the same CallbackService: a full
+// Where the synthetic events go, behind the same HookService: a full
 // server (job manager, the job store as event log) or an EventBus without a
 // log.
 struct Target {
@@ -739,14 +740,14 @@ int Main(const Args& args) {
     return 1;
   }
 
-  // The same CallbackService over an EventBus without an event log: what
+  // The same HookService over an EventBus without an event log: what
   // delivery costs without persisting each event.
   events::EventBus::Options bus_options;
   bus_options.queue_limit = options.queue_limit;
   bus_options.default_reply_timeout = options.reply_timeout;
   events::EventBus nolog_bus(bus_options);
   const service::Authorizer open_authorizer(nullptr);
-  service::CallbackServiceImpl nolog_service(&nolog_bus, &open_authorizer);
+  service::HookServiceImpl nolog_service(&nolog_bus, &open_authorizer);
   grpc::ServerBuilder nolog_builder;
   int nolog_port = 0;
   nolog_builder.AddListeningPort(

@@ -20,8 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "server/common/config.h"
-#include "server/events/conversions.h"
-#include "server/events/event_bus.h"
+#include "server/wire/conversions.h"
 #include "yolohook/v1/callbacks.grpc.pb.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -148,7 +147,7 @@ bool IsTerminal(v1::JobState state) {
 absl::StatusOr<v1::Mode> ModeToWire(absl::string_view name) {
   absl::StatusOr<Mode> mode = ModeFromName(name);
   if (!mode.ok()) return mode.status();
-  return events::ModeToWire(*mode);
+  return wire::ModeToWire(*mode);
 }
 
 void FillPredictor(const v1::PredictorState& s, bool decode_images,
@@ -161,7 +160,7 @@ void FillPredictor(const v1::PredictorState& s, bool decode_images,
   out.strings.assign(s.strings().begin(), s.strings().end());
   out.frame_indices.assign(s.frame_indices().begin(), s.frame_indices().end());
   for (const v1::Result& r : s.results())
-    out.results.push_back(events::FromWire(r));
+    out.results.push_back(wire::FromWire(r));
   if (!decode_images) return;
   // Decode every frame first: FrameViews point into `pixels`, which must not
   // reallocate afterwards.
@@ -227,14 +226,14 @@ absl::Status FillState(const v1::Event& event, bool decode_images,
       if (event.has_validator() || event.has_predictor() ||
           event.has_exporter())
         return mismatch();
-      state.trainer = events::TrainerFromWire(event.trainer());
+      state.trainer = wire::TrainerFromWire(event.trainer());
       state.trainer.args = args;
       state.ctx.trainer = &state.trainer;
       break;
     case Stage::kValidator:
       if (event.has_trainer() || event.has_predictor() || event.has_exporter())
         return mismatch();
-      state.validator = events::ValidatorFromWire(event.validator());
+      state.validator = wire::ValidatorFromWire(event.validator());
       state.validator.args = args;
       state.ctx.validator = &state.validator;
       break;
@@ -276,8 +275,8 @@ void ChangedValues(const std::map<std::string, double>& before,
 bool SameResults(const std::vector<Result>& a, const std::vector<Result>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (!google::protobuf::util::MessageDifferencer::Equals(
-            events::ToWire(a[i]), events::ToWire(b[i])))
+    if (!google::protobuf::util::MessageDifferencer::Equals(wire::ToWire(a[i]),
+                                                            wire::ToWire(b[i])))
       return false;
   }
   return true;
@@ -298,7 +297,7 @@ std::vector<v1::Mutation> DiffMutations(const RemoteEventState& before,
       !SameResults(b.predictor->results, a.predictor->results)) {
     v1::Mutation m;
     for (const Result& r : a.predictor->results)
-      *m.mutable_replace_results()->add_results() = events::ToWire(r);
+      *m.mutable_replace_results()->add_results() = wire::ToWire(r);
     out.push_back(std::move(m));
   }
   if (a.trainer != nullptr && b.trainer != nullptr) {
@@ -826,7 +825,7 @@ class Client::Impl {
                                          ? o.reply_timeout
                                          : options_.reply_timeout;
       if (timeout > absl::ZeroDuration())
-        *s->mutable_reply_timeout() = events::ToDurationProto(timeout);
+        *s->mutable_reply_timeout() = wire::ToDurationProto(timeout);
       s->set_failure_mode(o.failure_mode != v1::FAILURE_MODE_UNSPECIFIED
                               ? o.failure_mode
                               : options_.failure_mode);
@@ -963,7 +962,7 @@ class Client::Impl {
         args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
         stream_channel_ =
             grpc::CreateCustomChannel(options_.target, credentials_, args);
-        callbacks_ = v1::CallbackService::NewStub(stream_channel_);
+        callbacks_ = v1::HookService::NewStub(stream_channel_);
       }
       conn->channel = stream_channel_;
       conn->stream = callbacks_->Connect(&conn->context);
@@ -1251,7 +1250,7 @@ class Client::Impl {
   std::unique_ptr<v1::PredictService::Stub> predict_;
   // The Connect stream's channel and stub; used by the reader thread only.
   std::shared_ptr<grpc::Channel> stream_channel_;
-  std::unique_ptr<v1::CallbackService::Stub> callbacks_;
+  std::unique_ptr<v1::HookService::Stub> callbacks_;
 
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;

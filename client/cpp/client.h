@@ -67,7 +67,7 @@ struct CallbackOptions {
 
 // A client of one yolohookd. Thread-safe.
 //
-// Remote callbacks share one long-lived CallbackService.Connect stream per
+// Remote callbacks share one long-lived HookService.Connect stream per
 // Client, opened by Start() or by the first AddCallback. A background thread
 // reads it; callbacks run one at a time, in arrival order, on a second
 // client-owned thread (never on gRPC's). A broken stream is reopened with

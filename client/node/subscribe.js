@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// Follows yolohook jobs' callback events over CallbackService.Connect and
+// Follows yolohook jobs' callback events over HookService.Connect and
 // prints one JSON line per event. Uses only the .proto files (see yolohook.js).
 //
 //   node subscribe.js --job=JOB                   # from seq 1 until the job ends

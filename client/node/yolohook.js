@@ -54,7 +54,7 @@ function callMetadata(token) {
 // The largest message a client accepts (events with inline images).
 const MAX_MESSAGE_BYTES = 64 << 20;
 
-// Clients of JobService, CallbackService and PredictService on `target`
+// Clients of JobService, HookService and PredictService on `target`
 // (HOST:PORT). Plaintext, or TLS when `tls.ca` names the PEM file of the CA that
 // signed the server's certificate (mutual TLS adds `tls.cert` and `tls.key`).
 function connect(target, tls = {}) {
@@ -70,7 +70,7 @@ function connect(target, tls = {}) {
   };
   return {
     jobs: new v1.JobService(target, credentials, options),
-    callbacks: new v1.CallbackService(target, credentials, options),
+    callbacks: new v1.HookService(target, credentials, options),
     predict: new v1.PredictService(target, credentials, options),
     close() {
       this.jobs.close();

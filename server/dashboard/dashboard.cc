@@ -20,8 +20,8 @@
 #include "server/common/limits.h"
 #include "server/dashboard/assets.h"
 #include "server/dashboard/event_feed.h"
-#include "server/events/conversions.h"
 #include "server/jobs/job.h"
+#include "server/wire/conversions.h"
 #include "yolohook/v1/jobs.pb.h"
 
 namespace yolohook::dashboard {
@@ -286,7 +286,7 @@ http::Response Dashboard::SubmitJob(const http::Request& request) const {
         absl::StrCat("the body is not a yolohook.v1.SubmitJobRequest in JSON: ",
                      parsed.ToString())));
   }
-  absl::StatusOr<Mode> mode = events::ModeFromWire(submit.mode());
+  absl::StatusOr<Mode> mode = wire::ModeFromWire(submit.mode());
   if (!mode.ok()) return Error(mode.status());
   std::vector<engine::InputImage> images;
   for (const v1::Image& image : submit.images())

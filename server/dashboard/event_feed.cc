@@ -88,7 +88,11 @@ EventFeed::Chunk EventFeed::Next(absl::Duration timeout) {
   Chunk chunk;
   const absl::Time deadline = absl::Now() + timeout;
   while (!done_) {
-    std::shared_ptr<const v1::ServerMessage> message = stream_->Next();
+    events::OutgoingPtr outgoing = stream_->Next();
+    std::shared_ptr<const v1::ServerMessage> message =
+        outgoing == nullptr
+            ? nullptr
+            : std::make_shared<const v1::ServerMessage>(outgoing->Parse());
     if (message == nullptr) {
       if (!chunk.text.empty()) return chunk;
       absl::MutexLock lock(&signal_->mu);

@@ -1,7 +1,7 @@
 // The event layer: every job's callback events, sequenced, retained, replayed
 // and delivered to subscriptions; interceptors' round trips. No gRPC, no torch:
-// it speaks the wire's message types (yolohook.v1 protos) so that an event is
-// converted once and shared by every subscriber.
+// it speaks the wire's message types (yolohook.v1 protos), and an event is
+// converted and serialized once and its bytes shared by every subscriber.
 #ifndef YOLOHOOK_SERVER_EVENTS_EVENT_BUS_H_
 #define YOLOHOOK_SERVER_EVENTS_EVENT_BUS_H_
 
@@ -19,35 +19,12 @@
 #include "absl/time/time.h"
 #include "server/callbacks/callbacks.h"
 #include "server/callbacks/state.h"
+#include "server/events/event_log.h"
+#include "server/events/outgoing.h"
 #include "yolohook/v1/callbacks.pb.h"
 #include "yolohook/v1/types.pb.h"
 
 namespace yolohook::events {
-
-// Where a job's events are persisted, so that replays reach back past what is
-// kept in memory and survive restarts. The job store implements it.
-// Implementations must be thread-safe.
-class EventLog {
- public:
-  virtual ~EventLog() = default;
-  // Stores one event (seq is event.seq()). Called on a thread of the bus,
-  // one event at a time, in publish order.
-  virtual absl::Status Append(const v1::Event& event) = 0;
-  // Stores several events in order, as one write where the log can (the job
-  // store commits them in one transaction). Every event is attempted; returns
-  // the first error. The default appends them one by one.
-  virtual absl::Status AppendAll(const std::vector<const v1::Event*>& events) {
-    absl::Status first;
-    for (const v1::Event* event : events) first.Update(Append(*event));
-    return first;
-  }
-  // Events of `job_id` with seq >= from_seq, in order, at most `limit`.
-  virtual absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
-                                                      int64_t from_seq,
-                                                      int64_t limit) = 0;
-  // The job's highest stored seq (0 when none).
-  virtual absl::StatusOr<int64_t> LastSeq(const std::string& job_id) = 0;
-};
 
 class EventBus;
 
@@ -96,8 +73,9 @@ class Stream {
   // is awaited).
   virtual v1::ReplyResult ExtendDeadline(const v1::ExtendDeadline& request) = 0;
 
-  // The next message to write, or nullptr when none is ready. Non-blocking.
-  virtual std::shared_ptr<const v1::ServerMessage> Next() = 0;
+  // The next message to write, serialized, or nullptr when none is ready.
+  // Non-blocking.
+  virtual OutgoingPtr Next() = 0;
 
   // The client went away: subscriptions end, pending round trips take their
   // failure mode at once. Idempotent.
@@ -110,6 +88,7 @@ class Stream {
 
 // Counters for metrics and tests.
 struct BusStats {
+  int64_t log_failures = 0;        // batches the EventLog failed to store
   int64_t events_published = 0;    // events sequenced
   int64_t messages_queued = 0;     // events queued to subscriptions
   int64_t events_sent = 0;         // events handed to transports by Next()
@@ -236,24 +215,6 @@ class EventBus {
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// --- Conversions between the engine's state and the wire (one place). ---
-
-// The event as the wire carries it (no subscription fields set). Frames are
-// attached only when `encode_jpeg` is given.
-v1::Event ToWire(
-    const std::string& job_id, int64_t seq, absl::Time time,
-    const EventContext& ctx, const std::map<std::string, std::string>& args,
-    const std::function<std::string(const FrameView&)>& encode_jpeg);
-v1::Result ToWire(const Result& result);
-Result FromWire(const v1::Result& result);
-
-// Checks that `mutation` may apply to `ctx` (see Stream::Reply). Errors:
-// INVALID_ARGUMENT / FAILED_PRECONDITION naming the problem.
-absl::Status ValidateMutation(const v1::Mutation& mutation,
-                              const EventContext& ctx);
-// Applies a validated mutation to ctx's state.
-void ApplyMutation(const v1::Mutation& mutation, EventContext& ctx);
 
 }  // namespace yolohook::events
 

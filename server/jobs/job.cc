@@ -3,9 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/callbacks/callbacks.h"  // event_bus.h uses Callback
-#include "server/events/conversions.h"
-#include "server/events/event_bus.h"
+#include "server/callbacks/callbacks.h"
+#include "server/wire/conversions.h"
 
 namespace yolohook::jobs {
 
@@ -82,20 +81,20 @@ absl::StatusOr<JobState> StateFromProto(v1::JobState state) {
 v1::Job ToProto(const JobRecord& job) {
   v1::Job out;
   out.set_id(job.id);
-  out.set_mode(events::ModeToWire(job.mode));
+  out.set_mode(wire::ModeToWire(job.mode));
   out.set_state(StateToProto(job.state));
   for (const auto& [key, value] : job.args) (*out.mutable_args())[key] = value;
   for (const auto& [key, value] : job.labels) {
     (*out.mutable_labels())[key] = value;
   }
   if (job.create_time != absl::InfinitePast()) {
-    *out.mutable_create_time() = events::ToTimestamp(job.create_time);
+    *out.mutable_create_time() = wire::ToTimestamp(job.create_time);
   }
   if (job.start_time != absl::InfinitePast()) {
-    *out.mutable_start_time() = events::ToTimestamp(job.start_time);
+    *out.mutable_start_time() = wire::ToTimestamp(job.start_time);
   }
   if (job.end_time != absl::InfinitePast()) {
-    *out.mutable_end_time() = events::ToTimestamp(job.end_time);
+    *out.mutable_end_time() = wire::ToTimestamp(job.end_time);
   }
   out.set_error(job.error);
   out.set_save_dir(job.save_dir);
@@ -103,7 +102,7 @@ v1::Job ToProto(const JobRecord& job) {
     (*out.mutable_metrics())[key] = value;
   }
   for (const Result& result : job.results) {
-    *out.add_results() = events::ToWire(result);
+    *out.add_results() = wire::ToWire(result);
   }
   for (const Artifact& artifact : job.artifacts) {
     v1::Artifact* a = out.add_artifacts();
@@ -117,7 +116,7 @@ v1::Job ToProto(const JobRecord& job) {
     v1::StateChange* entry = out.add_history();
     entry->set_state(StateToProto(change.state));
     if (change.time != absl::InfinitePast())
-      *entry->mutable_time() = events::ToTimestamp(change.time);
+      *entry->mutable_time() = wire::ToTimestamp(change.time);
     entry->set_reason(change.reason);
     entry->set_attempt(change.attempt);
   }
@@ -127,7 +126,7 @@ v1::Job ToProto(const JobRecord& job) {
 absl::StatusOr<JobRecord> FromProto(const v1::Job& in) {
   JobRecord job;
   job.id = in.id();
-  absl::StatusOr<Mode> mode = events::ModeFromWire(in.mode());
+  absl::StatusOr<Mode> mode = wire::ModeFromWire(in.mode());
   if (!mode.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("job ", in.id(), ": ", mode.status().message()));
@@ -142,15 +141,15 @@ absl::StatusOr<JobRecord> FromProto(const v1::Job& in) {
   job.args.insert(in.args().begin(), in.args().end());
   job.labels.insert(in.labels().begin(), in.labels().end());
   if (in.has_create_time())
-    job.create_time = events::FromTimestamp(in.create_time());
+    job.create_time = wire::FromTimestamp(in.create_time());
   if (in.has_start_time())
-    job.start_time = events::FromTimestamp(in.start_time());
-  if (in.has_end_time()) job.end_time = events::FromTimestamp(in.end_time());
+    job.start_time = wire::FromTimestamp(in.start_time());
+  if (in.has_end_time()) job.end_time = wire::FromTimestamp(in.end_time());
   job.error = in.error();
   job.save_dir = in.save_dir();
   job.metrics.insert(in.metrics().begin(), in.metrics().end());
   for (const v1::Result& result : in.results()) {
-    job.results.push_back(events::FromWire(result));
+    job.results.push_back(wire::FromWire(result));
   }
   for (const v1::Artifact& artifact : in.artifacts()) {
     job.artifacts.push_back({artifact.kind(), artifact.path()});
@@ -166,7 +165,7 @@ absl::StatusOr<JobRecord> FromProto(const v1::Job& in) {
     }
     StateChange change;
     change.state = *entered;
-    if (entry.has_time()) change.time = events::FromTimestamp(entry.time());
+    if (entry.has_time()) change.time = wire::FromTimestamp(entry.time());
     change.reason = entry.reason();
     change.attempt = entry.attempt();
     job.history.push_back(std::move(change));

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/callbacks/events.h"
 #include "server/common/status_macros.h"
 
 namespace yolohook::jobs {
@@ -201,7 +202,9 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
                   " job_id TEXT NOT NULL,"
                   " seq INTEGER NOT NULL,"
                   " event BLOB NOT NULL,"
+                  " name TEXT NOT NULL DEFAULT '',"
                   " PRIMARY KEY (job_id, seq)) WITHOUT ROWID"));
+  YH_RETURN_IF_ERROR(store->MigrateEventsLocked());
   // A database with other tables of these names (not ours) fails here.
   status = store->Prepare();
   if (!status.ok()) {
@@ -272,6 +275,27 @@ absl::StatusOr<int64_t> JobStore::PragmaLocked(absl::string_view name) {
   OwnedStmt stmt(raw);
   if (sqlite3_step(raw) != SQLITE_ROW) return SqlError(sql);
   return static_cast<int64_t>(sqlite3_column_int64(raw, 0));
+}
+
+absl::Status JobStore::MigrateEventsLocked() {
+  // Stores written before events had a name column: rows without one are
+  // read by parsing their event (see Read).
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, "PRAGMA table_info(events)", -1, &raw, nullptr) !=
+      SQLITE_OK) {
+    return SqlError("read the events table's columns");
+  }
+  bool has_name = false;
+  {
+    OwnedStmt stmt(raw);
+    while (sqlite3_step(raw) == SQLITE_ROW) {
+      const char* column =
+          reinterpret_cast<const char*>(sqlite3_column_text(raw, 1));
+      if (column != nullptr && std::string(column) == "name") has_name = true;
+    }
+  }
+  if (has_name) return absl::OkStatus();
+  return Exec("ALTER TABLE events ADD COLUMN name TEXT NOT NULL DEFAULT ''");
 }
 
 absl::Status JobStore::MigrateLocked() {
@@ -356,9 +380,11 @@ absl::Status JobStore::Prepare() {
        "INSERT OR REPLACE INTO jobs (id, state, create_time, job, end_time, "
        "direct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
       {&get_, "SELECT job FROM jobs WHERE id = ?1"},
-      {&append_, "INSERT INTO events (job_id, seq, event) VALUES (?1, ?2, ?3)"},
+      {&append_,
+       "INSERT INTO events (job_id, seq, event, name) VALUES (?1, ?2, ?3, "
+       "?4)"},
       {&read_,
-       "SELECT event FROM events WHERE job_id = ?1 AND seq >= ?2 "
+       "SELECT seq, event, name FROM events WHERE job_id = ?1 AND seq >= ?2 "
        "ORDER BY seq LIMIT ?3"},
       {&last_seq_,
        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?1"},
@@ -531,17 +557,39 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::MarkRunningInterrupted(
   return interrupted;
 }
 
-absl::Status JobStore::Append(const v1::Event& event) {
-  absl::MutexLock lock(&mu_);
-  return AppendLocked(event);
+absl::Status JobStore::AppendEvent(const v1::Event& event) {
+  absl::StatusOr<Event> kind = EventFromName(event.name());
+  events::EventRecord record;
+  record.job_id = event.job_id();
+  record.seq = event.seq();
+  record.event = kind.ok() ? *kind : Event::kOnPretrainRoutineStart;
+  record.bytes = events::Serialize(event);
+  return Append({&record});
 }
 
-absl::Status JobStore::AppendAll(const std::vector<const v1::Event*>& events) {
+absl::StatusOr<std::vector<v1::Event>> JobStore::ReadEvents(
+    const std::string& job_id, int64_t from_seq, int64_t limit) {
+  YH_ASSIGN_OR_RETURN(std::vector<events::EventRecord> records,
+                      Read(job_id, from_seq, limit));
+  std::vector<v1::Event> out(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (!out[i].ParseFromString(*records[i].bytes)) {
+      return absl::DataLossError(absl::StrCat("job store ", path_, ": event ",
+                                              records[i].seq, " of job ",
+                                              job_id, " is unreadable"));
+    }
+  }
+  return out;
+}
+
+absl::Status JobStore::Append(
+    const std::vector<const events::EventRecord*>& events) {
   if (events.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   YH_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   absl::Status first;
-  for (const v1::Event* event : events) first.Update(AppendLocked(*event));
+  for (const events::EventRecord* event : events)
+    first.Update(AppendLocked(*event));
   absl::Status commit = Exec("COMMIT");
   if (!commit.ok()) {
     Exec("ROLLBACK").IgnoreError();
@@ -550,33 +598,36 @@ absl::Status JobStore::AppendAll(const std::vector<const v1::Event*>& events) {
   return first;
 }
 
-absl::Status JobStore::AppendLocked(const v1::Event& event) {
-  if (event.job_id().empty() || event.seq() < 1) {
+absl::Status JobStore::AppendLocked(const events::EventRecord& event) {
+  if (event.job_id.empty() || event.seq < 1 || event.bytes == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "job store: an event needs a job id and a seq >= 1 (job \"",
-        event.job_id(), "\", seq ", event.seq(), ")"));
+        event.job_id, "\", seq ", event.seq, ")"));
   }
   StmtReset reset(append_);
-  BindText(append_, 1, event.job_id());
-  sqlite3_bind_int64(append_, 2, event.seq());
-  BindBlob(append_, 3, event.SerializeAsString());
+  BindText(append_, 1, event.job_id);
+  sqlite3_bind_int64(append_, 2, event.seq);
+  // The bytes the subscribers received, stored as they are.
+  sqlite3_bind_blob(append_, 3, event.bytes->data(),
+                    static_cast<int>(event.bytes->size()), SQLITE_STATIC);
+  const absl::string_view name = EventName(event.event);
+  sqlite3_bind_text(append_, 4, name.data(), static_cast<int>(name.size()),
+                    SQLITE_STATIC);
   const int rc = sqlite3_step(append_);
   if (rc == SQLITE_CONSTRAINT) {
-    return absl::AlreadyExistsError(absl::StrCat("job ", event.job_id(),
-                                                 ": event seq ", event.seq(),
-                                                 " already stored"));
+    return absl::AlreadyExistsError(absl::StrCat(
+        "job ", event.job_id, ": event seq ", event.seq, " already stored"));
   }
   if (rc != SQLITE_DONE) {
     return SqlError(
-        absl::StrCat("append event ", event.seq(), " of job ", event.job_id()));
+        absl::StrCat("append event ", event.seq, " of job ", event.job_id));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::Event>> JobStore::Read(const std::string& job_id,
-                                                      int64_t from_seq,
-                                                      int64_t limit) {
-  std::vector<v1::Event> events;
+absl::StatusOr<std::vector<events::EventRecord>> JobStore::Read(
+    const std::string& job_id, int64_t from_seq, int64_t limit) {
+  std::vector<events::EventRecord> events;
   if (limit <= 0) return events;
   absl::MutexLock lock(&mu_);
   StmtReset reset(read_);
@@ -585,11 +636,24 @@ absl::StatusOr<std::vector<v1::Event>> JobStore::Read(const std::string& job_id,
   sqlite3_bind_int64(read_, 3, limit);
   int rc;
   while ((rc = sqlite3_step(read_)) == SQLITE_ROW) {
-    v1::Event event;
-    if (!event.ParseFromString(ColumnBytes(read_, 0))) {
-      return absl::DataLossError(absl::StrCat(
-          "job store ", path_, ": an event of job ", job_id, " is unreadable"));
+    events::EventRecord event;
+    event.job_id = job_id;
+    event.seq = sqlite3_column_int64(read_, 0);
+    event.bytes = std::make_shared<const std::string>(ColumnBytes(read_, 1));
+    const unsigned char* name = sqlite3_column_text(read_, 2);
+    absl::StatusOr<Event> kind = EventFromName(
+        name != nullptr ? reinterpret_cast<const char*>(name) : "");
+    if (!kind.ok()) {
+      // Stored before the name had a column of its own: it is in the event.
+      v1::Event parsed;
+      if (!parsed.ParseFromString(*event.bytes) ||
+          !(kind = EventFromName(parsed.name())).ok()) {
+        return absl::DataLossError(absl::StrCat("job store ", path_, ": event ",
+                                                event.seq, " of job ", job_id,
+                                                " is unreadable"));
+      }
     }
+    event.event = *kind;
     events.push_back(std::move(event));
   }
   if (rc != SQLITE_DONE) {

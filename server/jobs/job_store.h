@@ -15,7 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/callbacks/callbacks.h"  // event_bus.h uses Callback
-#include "server/events/event_bus.h"
+#include "server/events/event_log.h"
 #include "server/jobs/job.h"
 
 struct sqlite3;
@@ -122,17 +122,24 @@ class JobStore : public events::EventLog {
   absl::StatusOr<std::vector<JobRecord>> MarkRunningInterrupted(
       absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // events::EventLog. Append: ALREADY_EXISTS for a (job, seq) already stored,
+  // events::EventLog: one transaction for all of them (a failed event does
+  // not undo the others). ALREADY_EXISTS for a (job, seq) already stored,
   // INVALID_ARGUMENT for an empty job id or seq < 1.
-  absl::Status Append(const v1::Event& event) override ABSL_LOCKS_EXCLUDED(mu_);
-  // One transaction for all of them (a failed event does not undo the others).
-  absl::Status AppendAll(const std::vector<const v1::Event*>& events) override
-      ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
-                                              int64_t from_seq,
-                                              int64_t limit) override
+  absl::Status Append(const std::vector<const events::EventRecord*>& events)
+      override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::vector<events::EventRecord>> Read(
+      const std::string& job_id, int64_t from_seq, int64_t limit) override
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<int64_t> LastSeq(const std::string& job_id) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // One event as the wire carries it, stored as Append would (tools, tests).
+  absl::Status AppendEvent(const v1::Event& event) ABSL_LOCKS_EXCLUDED(mu_);
+  // Events as Read finds them, parsed. Errors: DATA_LOSS for one that does
+  // not parse, and Read's.
+  absl::StatusOr<std::vector<v1::Event>> ReadEvents(const std::string& job_id,
+                                                    int64_t from_seq,
+                                                    int64_t limit)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Deletes the finished jobs `policy` says have expired at `now`, with
@@ -152,6 +159,7 @@ class JobStore : public events::EventLog {
   absl::Status Prepare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds the columns older stores lack, and turns on incremental vacuum.
   absl::Status MigrateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MigrateEventsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> PragmaLocked(absl::string_view name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> SizeBytesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -166,7 +174,7 @@ class JobStore : public events::EventLog {
   // The status for SQLite result `code` while doing `what`.
   absl::Status ErrorFor(int code, absl::string_view what,
                         absl::string_view message) const;
-  absl::Status AppendLocked(const v1::Event& event)
+  absl::Status AppendLocked(const events::EventRecord& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutLocked(const JobRecord& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

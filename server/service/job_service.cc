@@ -13,10 +13,10 @@
 #include "absl/synchronization/mutex.h"
 #include "server/common/limits.h"
 #include "server/common/status_macros.h"
-#include "server/events/conversions.h"
 #include "server/events/event_bus.h"
 #include "server/service/grpc_status.h"
 #include "server/service/unary_call.h"
+#include "server/wire/conversions.h"
 
 namespace yolohook::service {
 namespace {
@@ -293,7 +293,7 @@ class PredictStreamReactor final
       v1::FrameResult out;
       out.set_job_id(job_id_);
       out.set_index(index);
-      *out.mutable_result() = events::ToWire(result);
+      *out.mutable_result() = wire::ToWire(result);
       SerializeToByteBuffer(out, &writes_.emplace_back());
       if (!writing_) {
         writing_ = true;
@@ -401,7 +401,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(
     YH_RETURN_IF_ERROR(
         authorizer_->Allow(*context, auth::Role::kOperator, kMethod));
     const v1::SubmitJobRequest& request = call->request();
-    YH_ASSIGN_OR_RETURN(const Mode mode, events::ModeFromWire(request.mode()));
+    YH_ASSIGN_OR_RETURN(const Mode mode, wire::ModeFromWire(request.mode()));
     YH_ASSIGN_OR_RETURN(
         const jobs::JobRecord job,
         manager_->Submit(mode, ToMap(request.args()), ToMap(request.labels()),
@@ -541,7 +541,7 @@ grpc::ServerUnaryReactor* PredictServiceImpl::Predict(
     }
     response->set_job_id(done->id);
     for (const Result& r : done->results)
-      *response->add_results() = events::ToWire(r);
+      *response->add_results() = wire::ToWire(r);
     reactor->Finish(grpc::Status::OK);
   };
   absl::StatusOr<jobs::JobRecord> started = manager_->RunNow(

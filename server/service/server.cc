@@ -18,7 +18,7 @@
 #include "server/common/status_macros.h"
 #include "server/engine/data/dataset_yaml.h"
 #include "server/jobs/engine_runner.h"
-#include "server/service/callback_service.h"
+#include "server/service/hook_service.h"
 #include "server/service/job_service.h"
 
 namespace yolohook::service {
@@ -172,8 +172,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
                                                        started.message()));
     }
   }
-  s->services_.push_back(std::make_unique<CallbackServiceImpl>(
-      s->bus_.get(), s->authorizer_.get()));
+  s->services_.push_back(
+      std::make_unique<HookServiceImpl>(s->bus_.get(), s->authorizer_.get()));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -13,9 +13,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/cpp/keep_confident.h"
-#include "server/events/conversions.h"
 #include "server/events/event_bus.h"
 #include "server/service/server.h"
+#include "server/wire/conversions.h"
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/temp_dir.h"
 
@@ -524,7 +524,7 @@ TEST(RemoteStateTest, ChangesBecomeMutations) {
   ctx.event = Event::kOnTrainEpochEnd;
   ctx.trainer = &t;
   const v1::Event event =
-      events::ToWire("job", 7, absl::Now(), ctx, {{"epochs", "5"}}, nullptr);
+      wire::ToWire("job", 7, absl::Now(), ctx, {{"epochs", "5"}}, nullptr);
 
   RemoteEventState before, after;
   ASSERT_TRUE(StateFromEvent(event, before).ok());
@@ -563,7 +563,7 @@ TEST(RemoteStateTest, PredictorFramesAreDecoded) {
   r.path = "a.png";
   r.names = {"circle"};
   r.boxes.push_back(Box{1, 1, 2, 2, 0.5f, 0, std::nullopt});
-  *p->add_results() = events::ToWire(r);
+  *p->add_results() = wire::ToWire(r);
 
   RemoteEventState before, after;
   ASSERT_TRUE(StateFromEvent(event, before).ok());

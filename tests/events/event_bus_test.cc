@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/events/conversions.h"
+#include "server/wire/conversions.h"
 
 namespace yolohook::events {
 namespace {
@@ -39,17 +39,21 @@ class FakeClock {
 // An in-memory EventLog; Compact drops old events like a store would.
 class FakeLog : public EventLog {
  public:
-  absl::Status Append(const v1::Event& event) override {
+  absl::Status Append(const std::vector<const EventRecord*>& events) override {
     absl::MutexLock lock(&mu_);
-    events_[event.job_id()][event.seq()] = event;
+    for (const EventRecord* event : events) {
+      EventRecord stored = *event;
+      stored.with_images = nullptr;
+      events_[event->job_id][event->seq] = std::move(stored);
+    }
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<v1::Event>> Read(const std::string& job_id,
-                                              int64_t from_seq,
-                                              int64_t limit) override {
+  absl::StatusOr<std::vector<EventRecord>> Read(const std::string& job_id,
+                                                int64_t from_seq,
+                                                int64_t limit) override {
     absl::MutexLock lock(&mu_);
     ++reads_;
-    std::vector<v1::Event> out;
+    std::vector<EventRecord> out;
     auto& job = events_[job_id];
     for (auto it = job.lower_bound(from_seq);
          it != job.end() && static_cast<int64_t>(out.size()) < limit; ++it) {
@@ -76,9 +80,15 @@ class FakeLog : public EventLog {
 
  private:
   absl::Mutex mu_;
-  std::map<std::string, std::map<int64_t, v1::Event>> events_;
+  std::map<std::string, std::map<int64_t, EventRecord>> events_;
   int reads_ = 0;
 };
+
+// What the bus hands a transport, parsed as a client would.
+MessagePtr Parse(const OutgoingPtr& outgoing) {
+  if (outgoing == nullptr) return nullptr;
+  return std::make_shared<const v1::ServerMessage>(outgoing->Parse());
+}
 
 // A client stream that counts on_ready calls and waits on them.
 class Client {
@@ -101,7 +111,7 @@ class Client {
         absl::MutexLock lock(&mu_);
         before = ready_;
       }
-      if (MessagePtr m = stream_->Next()) return m;
+      if (MessagePtr m = Parse(stream_->Next())) return m;
       absl::MutexLock lock(&mu_);
       auto changed = [this, before]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return ready_ > before;
@@ -122,7 +132,7 @@ class Client {
 
   std::vector<MessagePtr> Drain() {
     std::vector<MessagePtr> out;
-    while (MessagePtr m = stream_->Next()) out.push_back(std::move(m));
+    while (MessagePtr m = Parse(stream_->Next())) out.push_back(std::move(m));
     return out;
   }
 
@@ -151,7 +161,7 @@ v1::Subscribe Intercept(const std::string& id, absl::Duration timeout,
                         int priority = 0) {
   v1::Subscribe s = Sub(id, {}, {"on_train_epoch_end", "on_predict_batch_end"});
   s.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
-  *s.mutable_reply_timeout() = ToDurationProto(timeout);
+  *s.mutable_reply_timeout() = wire::ToDurationProto(timeout);
   s.set_failure_mode(mode);
   s.set_priority(priority);
   return s;
@@ -352,7 +362,8 @@ TEST_F(EventBusTest, InterceptorReplyStopsTraining) {
   EXPECT_TRUE(event.reply_required());
   EXPECT_EQ(event.subscription_id(), "i");
   EXPECT_EQ(event.seq(), 1);
-  EXPECT_EQ(FromTimestamp(event.deadline()), clock_.Now() + absl::Seconds(30));
+  EXPECT_EQ(wire::FromTimestamp(event.deadline()),
+            clock_.Now() + absl::Seconds(30));
   const v1::ReplyResult result =
       interceptor.stream().Reply(ReplyTo(event, {Stop()}));
   t.join();
@@ -571,10 +582,10 @@ TEST_F(EventBusTest, ExtendDeadlineOnceAndCapped) {
   extend.set_subscription_id("i");
   extend.set_job_id("a");
   extend.set_seq(event.seq());
-  *extend.mutable_extension() = ToDurationProto(absl::Seconds(100));
+  *extend.mutable_extension() = wire::ToDurationProto(absl::Seconds(100));
   const v1::ReplyResult granted = interceptor.stream().ExtendDeadline(extend);
   EXPECT_TRUE(granted.applied()) << granted.reason();
-  EXPECT_EQ(FromTimestamp(granted.deadline()),
+  EXPECT_EQ(wire::FromTimestamp(granted.deadline()),
             clock_.Now() + absl::Seconds(20));  // capped
   const v1::ReplyResult again = interceptor.stream().ExtendDeadline(extend);
   EXPECT_FALSE(again.applied());
@@ -601,7 +612,7 @@ TEST_F(EventBusTest, ExtendedDeadlineStillTimesOut) {
   extend.set_subscription_id("i");
   extend.set_job_id("a");
   extend.set_seq(event.seq());
-  *extend.mutable_extension() = ToDurationProto(absl::Seconds(5));
+  *extend.mutable_extension() = wire::ToDurationProto(absl::Seconds(5));
   interceptor.stream().ExtendDeadline(extend);  // may race the 50 ms deadline
   t.join();
   ASSERT_TRUE(job.ctx.fail_reason.has_value());
@@ -744,6 +755,7 @@ TEST_F(EventBusTest, ReplayBeyondMemoryReadsTheLogExactlyOnce) {
   EXPECT_EQ(Seqs(got), Range("a", 1, 600));
   EXPECT_GE(log.reads(), 3);  // page by page
   bus.Publish("a", job.ctx);
+  bus.FlushLog();  // live events reach observers once they are stored
   EXPECT_EQ(Seqs(client.Drain()), Range("a", 601, 601));
   bus.FinishJob("a");
   got = client.Drain();
@@ -832,6 +844,7 @@ TEST_F(EventBusTest, StartJobContinuesTheLoggedSequence) {
   after.StartJob("a", {}, {});
   EXPECT_EQ(after.LastSeq("a"), 5);
   EXPECT_EQ(after.Publish("a", job.ctx), 6);
+  after.FlushLog();
   EXPECT_EQ(Seqs(client.Drain()), Range("a", 4, 6));
 }
 

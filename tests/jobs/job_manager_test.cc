@@ -128,7 +128,7 @@ TEST_F(JobManagerTest, SubmittedJobRunsToSucceededWithRunnerResults) {
   const int fired = yolohook::testing::FakeRunner::TrainEvents(1);
   EXPECT_EQ(done.last_seq, fired);
   absl::StatusOr<std::vector<v1::Event>> events =
-      store_->Read(queued.id, 1, 100);
+      store_->ReadEvents(queued.id, 1, 100);
   ASSERT_TRUE(events.ok()) << events.status();
   ASSERT_EQ(events->size(), static_cast<size_t>(fired));
   EXPECT_EQ(events->front().name(), "on_pretrain_routine_start");
@@ -382,7 +382,8 @@ TEST_F(JobManagerTest, RestartResumesTrainJobAfterShutdown) {
   // The resumed run's events follow the first run's first event.
   const int fired = 1 + yolohook::testing::FakeRunner::TrainEvents(1);
   EXPECT_EQ(resumed.last_seq, fired);
-  EXPECT_EQ(store_->Read(train.id, 1, 100)->size(), static_cast<size_t>(fired));
+  EXPECT_EQ(store_->ReadEvents(train.id, 1, 100)->size(),
+            static_cast<size_t>(fired));
 }
 
 TEST_F(JobManagerTest, RestartAfterCrashInterruptsUnfinishedJobs) {
@@ -626,7 +627,9 @@ class StreamReader {
         absl::MutexLock lock(&mu_);
         seen = ready_;
       }
-      if (auto message = stream_->Next()) return message;
+      if (events::OutgoingPtr message = stream_->Next()) {
+        return std::make_shared<const v1::ServerMessage>(message->Parse());
+      }
       absl::MutexLock lock(&mu_);
       auto changed = [this, seen]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
         return ready_ != seen;
@@ -707,7 +710,8 @@ TEST_F(JobManagerTest, InterceptorFailingTheJobFailsIt) {
   EXPECT_THAT(failed.error, HasSubstr("loss exploded"));
   // The job ended at the intercepted event: on_train_end never fired.
   EXPECT_EQ(failed.last_seq, message->event().seq());
-  EXPECT_EQ(store_->Read(job.id, 1, 100)->back().name(), "on_fit_epoch_end");
+  EXPECT_EQ(store_->ReadEvents(job.id, 1, 100)->back().name(),
+            "on_fit_epoch_end");
 }
 
 }  // namespace

@@ -279,51 +279,60 @@ TEST(JobStoreTest, EventsAppendReadAndLastSeq) {
   EXPECT_EQ(*store->LastSeq("job-1"), 0);
   for (int64_t seq = 1; seq <= 4; ++seq) {
     ASSERT_TRUE(
-        store->Append(MakeEvent("job-1", seq, "e" + std::to_string(seq))).ok());
+        store->AppendEvent(MakeEvent("job-1", seq, "e" + std::to_string(seq)))
+            .ok());
   }
-  ASSERT_TRUE(store->Append(MakeEvent("job-2", 1, "other")).ok());
+  ASSERT_TRUE(store->AppendEvent(MakeEvent("job-2", 1, "other")).ok());
   EXPECT_EQ(*store->LastSeq("job-1"), 4);
   EXPECT_EQ(*store->LastSeq("job-2"), 1);
 
-  absl::StatusOr<std::vector<v1::Event>> read = store->Read("job-1", 2, 2);
+  absl::StatusOr<std::vector<v1::Event>> read =
+      store->ReadEvents("job-1", 2, 2);
   ASSERT_TRUE(read.ok()) << read.status();
   ASSERT_EQ(read->size(), 2u);
   EXPECT_EQ((*read)[0].seq(), 2);
   EXPECT_EQ((*read)[0].name(), "e2");
   EXPECT_EQ((*read)[1].seq(), 3);
-  EXPECT_EQ(store->Read("job-1", 1, 100)->size(), 4u);
-  EXPECT_THAT(*store->Read("job-1", 5, 100), IsEmpty());
-  EXPECT_THAT(*store->Read("job-1", 1, 0), IsEmpty());
+  EXPECT_EQ(store->ReadEvents("job-1", 1, 100)->size(), 4u);
+  EXPECT_THAT(*store->ReadEvents("job-1", 5, 100), IsEmpty());
+  EXPECT_THAT(*store->ReadEvents("job-1", 1, 0), IsEmpty());
 
-  absl::Status duplicate = store->Append(MakeEvent("job-1", 3, "again"));
+  absl::Status duplicate = store->AppendEvent(MakeEvent("job-1", 3, "again"));
   EXPECT_EQ(duplicate.code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(store->Append(MakeEvent("", 1, "x")).code(),
+  EXPECT_EQ(store->AppendEvent(MakeEvent("", 1, "x")).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store->Append(MakeEvent("job-1", 0, "x")).code(),
+  EXPECT_EQ(store->AppendEvent(MakeEvent("job-1", 0, "x")).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(JobStoreTest, AppendAllStoresEveryEventAndReportsTheFirstFailure) {
+TEST(JobStoreTest, AppendStoresEveryEventAndReportsTheFirstFailure) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.Sub("jobs.db"));
-  ASSERT_TRUE(store->Append(MakeEvent("job-1", 2, "stored before")).ok());
+  ASSERT_TRUE(store->AppendEvent(MakeEvent("job-1", 2, "stored before")).ok());
   std::vector<v1::Event> events = {
       MakeEvent("job-1", 1, "a"), MakeEvent("job-1", 2, "duplicate"),
       MakeEvent("job-1", 3, "c"), MakeEvent("job-2", 1, "d")};
-  std::vector<const v1::Event*> batch;
-  for (const v1::Event& e : events) batch.push_back(&e);
-  absl::Status status = store->AppendAll(batch);
+  std::vector<events::EventRecord> records(events.size());
+  std::vector<const events::EventRecord*> batch;
+  for (size_t i = 0; i < events.size(); ++i) {
+    records[i].job_id = events[i].job_id();
+    records[i].seq = events[i].seq();
+    records[i].bytes = events::Serialize(events[i]);
+    batch.push_back(&records[i]);
+  }
+  absl::Status status = store->Append(batch);
   EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(status.message(), HasSubstr("seq 2"));
   // The duplicate did not undo the others of its transaction.
-  absl::StatusOr<std::vector<v1::Event>> read = store->Read("job-1", 1, 10);
+  absl::StatusOr<std::vector<v1::Event>> read =
+      store->ReadEvents("job-1", 1, 10);
   ASSERT_TRUE(read.ok()) << read.status();
   ASSERT_EQ(read->size(), 3u);
   EXPECT_EQ((*read)[0].name(), "a");
   EXPECT_EQ((*read)[1].name(), "stored before");
   EXPECT_EQ((*read)[2].name(), "c");
   EXPECT_EQ(*store->LastSeq("job-2"), 1);
-  EXPECT_TRUE(store->AppendAll({}).ok());
+  EXPECT_TRUE(store->Append({}).ok());
 }
 
 TEST(JobStoreTest, ReopenKeepsJobsAndEvents) {
@@ -333,9 +342,10 @@ TEST(JobStoreTest, ReopenKeepsJobsAndEvents) {
     auto store = OpenOrDie(path);
     ASSERT_TRUE(store->Put(FullJob()).ok());
     ASSERT_TRUE(
-        store->Append(MakeEvent(FullJob().id, 1, "on_predict_start")).ok());
+        store->AppendEvent(MakeEvent(FullJob().id, 1, "on_predict_start"))
+            .ok());
     ASSERT_TRUE(
-        store->Append(MakeEvent(FullJob().id, 2, "on_predict_end")).ok());
+        store->AppendEvent(MakeEvent(FullJob().id, 2, "on_predict_end")).ok());
   }
   auto store = OpenOrDie(path);
   ASSERT_NE(store, nullptr);
@@ -344,7 +354,7 @@ TEST(JobStoreTest, ReopenKeepsJobsAndEvents) {
   ExpectSameJob(*got, FullJob());
   EXPECT_EQ(*store->LastSeq(FullJob().id), 2);
   absl::StatusOr<std::vector<v1::Event>> events =
-      store->Read(FullJob().id, 1, 10);
+      store->ReadEvents(FullJob().id, 1, 10);
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->size(), 2u);
   EXPECT_EQ((*events)[1].name(), "on_predict_end");
@@ -461,7 +471,8 @@ TEST(JobStoreTest, RetentionDeletesExpiredFinishedJobsWithTheirEvents) {
   ASSERT_TRUE(store->Put(running).ok());
   for (const char* id : {"job-old", "job-new", "job-running"}) {
     for (int seq = 1; seq <= 3; ++seq)
-      ASSERT_TRUE(store->Append(MakeEvent(id, seq, "on_train_start")).ok());
+      ASSERT_TRUE(
+          store->AppendEvent(MakeEvent(id, seq, "on_train_start")).ok());
   }
   RetentionPolicy policy;
   policy.max_age = absl::Hours(1);
@@ -497,7 +508,7 @@ TEST(JobStoreTest, RetentionKeepsTheStoreUnderItsSize) {
     ASSERT_TRUE(store->Put(FinishedJob(id, 1000 + j)).ok());
     v1::Event event = MakeEvent(id, 1, "on_predict_batch_end");
     event.mutable_predictor()->add_strings(payload);
-    ASSERT_TRUE(store->Append(event).ok());
+    ASSERT_TRUE(store->AppendEvent(event).ok());
   }
   const int64_t before = *store->SizeBytes();
   ASSERT_GT(before, 800 << 10);

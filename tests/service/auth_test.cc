@@ -13,8 +13,8 @@
 
 #include "absl/synchronization/notification.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -23,8 +23,8 @@ namespace yolohook::service {
 namespace {
 
 using ::testing::AllOf;
-using testing::CallbackStream;
 using ::testing::HasSubstr;
+using testing::HookStream;
 using ::testing::Not;
 
 constexpr char kViewer[] = "viewer-secret";
@@ -123,7 +123,7 @@ class AuthTest : public ::testing::Test {
 
   // A finished Connect stream's status, having sent nothing.
   grpc::Status ConnectStatus(const std::string& token) {
-    CallbackStream stream(channel_, token);
+    HookStream stream(channel_, token);
     return stream.Finish();
   }
 
@@ -203,7 +203,7 @@ TEST_F(AuthTest, WrongTokenIsUnauthenticatedWithoutEchoingIt) {
 }
 
 TEST_F(AuthTest, ViewerGetsListsAndObserves) {
-  CallbackStream stream(channel_, kViewer);
+  HookStream stream(channel_, kViewer);
   v1::Subscribe sub = Observe("watch");
   sub.add_events("on_train_end");
   (*sub.mutable_match_labels())["run"] = "viewed";
@@ -241,7 +241,7 @@ TEST_F(AuthTest, ViewerMayNotSubmitCancelOrPredict) {
 }
 
 TEST_F(AuthTest, ViewerInterceptAndRepliesAreDeniedOnAStreamThatStaysOpen) {
-  CallbackStream stream(channel_, kViewer);
+  HookStream stream(channel_, kViewer);
   v1::Subscribe intercept;
   intercept.set_subscription_id("hook");
   intercept.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
@@ -287,7 +287,7 @@ TEST_F(AuthTest, ViewerInterceptAndRepliesAreDeniedOnAStreamThatStaysOpen) {
 }
 
 TEST_F(AuthTest, OperatorInterceptsAndMutates) {
-  CallbackStream stream(channel_, kOperator);
+  HookStream stream(channel_, kOperator);
   v1::Subscribe sub;
   sub.set_subscription_id("stopper");
   (*sub.mutable_match_labels())["run"] = "stop";
@@ -321,7 +321,7 @@ TEST_F(AuthTest, AdminMayDoWhatAnOperatorMay) {
   grpc::Status status = Submit(kAdmin, &job, {{"name", "block-admin"}});
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(Cancel(kAdmin, job.id()).ok());
-  CallbackStream stream(channel_, kAdmin);
+  HookStream stream(channel_, kAdmin);
   v1::Subscribe intercept = Observe("hook");
   intercept.set_mode(v1::SUBSCRIPTION_MODE_INTERCEPT);
   std::optional<v1::ServerMessage> ack = stream.Subscribe(intercept);

@@ -22,7 +22,7 @@
 #include "server/engine/checkpoint.h"
 #include "server/engine/nn/model.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/job_calls.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_shapes.h"
@@ -78,7 +78,7 @@ class EngineServiceTest : public ::testing::Test {
     return testing::WaitJobDone(*server_, *jobs_, id, kWait);
   }
 
-  static void Subscribe(testing::CallbackStream& stream,
+  static void Subscribe(testing::HookStream& stream,
                         const v1::Subscribe& subscribe) {
     std::optional<v1::ServerMessage> ack = stream.Subscribe(subscribe);
     ASSERT_TRUE(ack.has_value());
@@ -105,7 +105,7 @@ class EngineServiceTest : public ::testing::Test {
   }
 
   // The next event on `stream`.
-  static std::optional<v1::Event> NextEvent(testing::CallbackStream& stream) {
+  static std::optional<v1::Event> NextEvent(testing::HookStream& stream) {
     auto m = stream.ReadUntil(
         [](const v1::ServerMessage& x) { return x.has_event(); }, kWait);
     if (!m.has_value()) return std::nullopt;
@@ -114,7 +114,7 @@ class EngineServiceTest : public ::testing::Test {
 
   // The events of `job_id` on `stream` until `last`, checking their seqs run
   // 1, 2, 3, ...
-  static std::vector<v1::Event> EventsUntil(testing::CallbackStream& stream,
+  static std::vector<v1::Event> EventsUntil(testing::HookStream& stream,
                                             const std::string& job_id,
                                             const std::string& last) {
     std::vector<v1::Event> events;
@@ -155,7 +155,7 @@ class EngineServiceTest : public ::testing::Test {
 };
 
 TEST_F(EngineServiceTest, EveryModesEventsArriveInOrderWithGapFreeSeq) {
-  testing::CallbackStream stream(channel_);
+  testing::HookStream stream(channel_);
   v1::Subscribe all;
   all.set_subscription_id("all");
   Subscribe(stream, all);
@@ -197,9 +197,9 @@ TEST_F(EngineServiceTest, EveryModesEventsArriveInOrderWithGapFreeSeq) {
 }
 
 TEST_F(EngineServiceTest, StopTrainingEndsAFiveEpochJobAfterItsFirstEpoch) {
-  testing::CallbackStream interceptor(channel_);
+  testing::HookStream interceptor(channel_);
   Subscribe(interceptor, Interceptor("stopper", "stop", {"on_fit_epoch_end"}));
-  testing::CallbackStream observer(channel_);
+  testing::HookStream observer(channel_);
   Subscribe(observer, Observer("watch", "stop"));
   v1::Job job = Submit(v1::MODE_TRAIN, TrainArgs(5), {{"test", "stop"}});
 
@@ -252,12 +252,12 @@ TEST_F(EngineServiceTest, SetHyperparametersFiresParamsUpdateAndSetsTheLr) {
   constexpr double kLr0 = 0.02;
   const double epoch1_lr = kLr0 * ((1 - 0.5) * (1 - 0.01) + 0.01);
 
-  testing::CallbackStream interceptor(channel_);
+  testing::HookStream interceptor(channel_);
   Subscribe(interceptor,
             Interceptor("tune", "tune",
                         {"on_pretrain_routine_start", "on_pretrain_routine_end",
                          "on_train_start"}));
-  testing::CallbackStream observer(channel_);
+  testing::HookStream observer(channel_);
   Subscribe(observer, Observer("watch", "tune"));
   v1::Job job = Submit(v1::MODE_TRAIN, args, {{"test", "tune"}});
 
@@ -384,7 +384,7 @@ TEST_F(EngineServiceTest, ReplacedResultsAreWhatPredictReturnsAndSaves) {
   auto check = [&](const std::string& event_name, float offset) {
     SCOPED_TRACE(event_name);
     const std::string label = "replace-" + event_name;
-    testing::CallbackStream interceptor(channel_);
+    testing::HookStream interceptor(channel_);
     Subscribe(interceptor, Interceptor("replace", label, {event_name}));
     auto box_for = [offset](int image) {
       v1::Box b;

@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/job_calls.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
@@ -26,9 +26,9 @@
 namespace yolohook::service {
 namespace {
 
-using testing::CallbackStream;
 using ::testing::Contains;
 using ::testing::HasSubstr;
+using testing::HookStream;
 using ::testing::StartsWith;
 
 // A PNG header (signature and IHDR) declaring width x height pixels; enough
@@ -183,7 +183,7 @@ TEST_F(GuardTest, SubscriptionsPerStreamAreLimitedAndTheStreamStaysUsable) {
   Server::Options options;
   options.max_subscriptions = 2;
   Start(options);
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   for (const char* id : {"a", "b"}) {
     v1::Subscribe sub;
     sub.set_subscription_id(id);
@@ -267,7 +267,7 @@ TEST_F(GuardTest, MessagesOverTheLimitAreRefused) {
 
 TEST_F(GuardTest, AppliedAndRejectedRepliesAreAudited) {
   Start();
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe sub;
   sub.set_subscription_id("stopper");
   sub.add_events("on_train_epoch_end");

@@ -20,8 +20,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -29,8 +29,8 @@
 namespace yolohook::service {
 namespace {
 
-using testing::CallbackStream;
 using ::testing::HasSubstr;
+using testing::HookStream;
 using ::testing::Not;
 
 // Bytes that are not any message: field 1, length-delimited, longer than
@@ -221,7 +221,7 @@ TEST_F(HardeningTest, OversizedStringsAreRefusedWithTheirLimitAndNotEchoed) {
   }
   // On the Connect stream: a huge subscription id gets a bounded error that
   // does not carry it back, and the stream stays usable.
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe subscribe;
   subscribe.set_subscription_id(huge);
   v1::ClientMessage message;
@@ -293,8 +293,8 @@ TEST_F(HardeningTest, ReloadedTokensTakeEffectAndRevokedStreamsEnd) {
   EXPECT_TRUE(ListJobs("old-secret").ok());
   EXPECT_EQ(ListJobs("new-secret").error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
-  CallbackStream revoked(channel_, "old-secret");
-  CallbackStream kept(channel_, "kept-secret");
+  HookStream revoked(channel_, "old-secret");
+  HookStream kept(channel_, "kept-secret");
   v1::Subscribe all;
   all.set_subscription_id("all");
   ASSERT_TRUE(revoked.Subscribe(all)->has_subscribed());
@@ -340,7 +340,7 @@ TEST_F(HardeningTest, ReloadedTokensTakeEffectAndRevokedStreamsEnd) {
 TEST_F(HardeningTest, AnInterruptedJobsObserverIsToldTheServerIsGoingAway) {
   const v1::Job job = Submit({{"epochs", "2"}, {"name", "block"}});
   runner_.AwaitStarted(1);
-  CallbackStream watcher(channel_);
+  HookStream watcher(channel_);
   v1::Subscribe follow;
   follow.set_subscription_id("follow");
   follow.add_job_ids(job.id());
@@ -362,7 +362,7 @@ TEST_F(HardeningTest, AnInterruptedJobsObserverIsToldTheServerIsGoingAway) {
   // gives the rest, marked, and then JOBS_DONE.
   runner_.ReleaseAll();
   Start();
-  CallbackStream again(channel_);
+  HookStream again(channel_);
   follow.set_from_seq(resume);
   ASSERT_TRUE(again.Subscribe(follow)->has_subscribed());
   int64_t next = resume;

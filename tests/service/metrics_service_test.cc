@@ -16,8 +16,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/http_client.h"
 #include "tests/testing/job_calls.h"
 #include "tests/testing/temp_dir.h"
@@ -27,8 +27,8 @@
 namespace yolohook::service {
 namespace {
 
-using testing::CallbackStream;
 using ::testing::HasSubstr;
+using testing::HookStream;
 
 // The samples of a text exposition, by "name{labels}".
 std::map<std::string, double> ParseSamples(const std::string& text) {
@@ -88,12 +88,12 @@ TEST_F(MetricsServiceTest, CountersAndHistogramsFollowJobsAndSubscribers) {
   EXPECT_EQ(before["yolohook_intercept_rtt_seconds_count"], 0);
   EXPECT_EQ(before.count("process_cpu_seconds_total"), 1u);
 
-  CallbackStream observer(channel_);
+  HookStream observer(channel_);
   v1::Subscribe watch;
   watch.set_subscription_id("watch");
   (*watch.mutable_match_labels())["team"] = "m";
   ASSERT_TRUE(observer.Subscribe(watch)->has_subscribed());
-  CallbackStream interceptor(channel_);
+  HookStream interceptor(channel_);
   v1::Subscribe hook;
   hook.set_subscription_id("hook");
   (*hook.mutable_match_labels())["team"] = "m";

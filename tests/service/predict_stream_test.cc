@@ -16,7 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_shapes.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -119,7 +119,7 @@ std::vector<std::string> PredictStreamTest::frames_;
 TEST_F(PredictStreamTest, ResultsFollowFrameOrderWithInterceptorsApplied) {
   // An interceptor tags each frame's single box with the stream's frame
   // number (track_id), so results show which frame they belong to.
-  testing::CallbackStream hook(channel_);
+  testing::HookStream hook(channel_);
   v1::ClientMessage subscribe;
   v1::Subscribe* s = subscribe.mutable_subscribe();
   s->set_subscription_id("tag");

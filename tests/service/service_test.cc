@@ -14,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/service/server.h"
-#include "tests/testing/callback_stream.h"
 #include "tests/testing/fake_runner.h"
+#include "tests/testing/hook_stream.h"
 #include "tests/testing/job_calls.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
@@ -24,9 +24,9 @@
 namespace yolohook::service {
 namespace {
 
-using testing::CallbackStream;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+using testing::HookStream;
 
 class ServiceTest : public ::testing::Test {
  protected:
@@ -62,7 +62,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   // Subscribes and returns the ack.
-  static v1::Subscribed Subscribe(CallbackStream& stream,
+  static v1::Subscribed Subscribe(HookStream& stream,
                                   const v1::Subscribe& subscribe) {
     std::optional<v1::ServerMessage> ack = stream.Subscribe(subscribe);
     EXPECT_TRUE(ack.has_value());
@@ -72,7 +72,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   // Replies to `event` with `mutations`, expecting them applied.
-  static void Reply(CallbackStream& stream, const v1::Event& event,
+  static void Reply(HookStream& stream, const v1::Event& event,
                     const std::vector<v1::Mutation>& mutations) {
     std::optional<v1::ReplyResult> result = stream.Reply(event, mutations);
     ASSERT_TRUE(result.has_value());
@@ -82,7 +82,7 @@ class ServiceTest : public ::testing::Test {
   // Reads until a subscription ends; returns the seqs of the events of
   // `job_id` seen before, and how it ended.
   static std::pair<std::vector<int64_t>, v1::SubscriptionEnded> ReadUntilEnded(
-      CallbackStream& stream, const std::string& job_id) {
+      HookStream& stream, const std::string& job_id) {
     std::vector<int64_t> seqs;
     while (auto m = stream.Read()) {
       if (m->has_event() && m->event().job_id() == job_id)
@@ -117,7 +117,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   // Reads the events of `job_id` until `last` arrives.
-  static std::vector<v1::Event> EventsUntil(CallbackStream& stream,
+  static std::vector<v1::Event> EventsUntil(HookStream& stream,
                                             const std::string& last) {
     std::vector<v1::Event> events;
     while (auto m = stream.Read()) {
@@ -137,7 +137,7 @@ class ServiceTest : public ::testing::Test {
 };
 
 TEST_F(ServiceTest, ObserverSeesEveryEventInOrderWithGapFreeSeq) {
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe sub;
   sub.set_subscription_id("watch");
   (*sub.mutable_match_labels())["team"] = "a";
@@ -174,7 +174,7 @@ TEST_F(ServiceTest, ObserverSeesEveryEventInOrderWithGapFreeSeq) {
 }
 
 TEST_F(ServiceTest, InterceptorStopsTrainingAfterTheEpoch) {
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe sub;
   sub.set_subscription_id("stopper");
   (*sub.mutable_match_labels())["run"] = "stop";
@@ -207,7 +207,7 @@ TEST_F(ServiceTest, InterceptorStopsTrainingAfterTheEpoch) {
 }
 
 TEST_F(ServiceTest, ReplacedResultsAreWhatPredictReturns) {
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe sub;
   sub.set_subscription_id("filter");
   sub.add_events("on_predict_batch_end");
@@ -256,7 +256,7 @@ TEST_F(ServiceTest, ReplacedResultsAreWhatPredictReturns) {
 }
 
 TEST_F(ServiceTest, BadRepliesAreRejectedWithReasonsAndTheStreamStaysOpen) {
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe sub;
   sub.set_subscription_id("bad");
   sub.add_events("on_train_epoch_end");
@@ -311,7 +311,7 @@ TEST_F(ServiceTest, BadRepliesAreRejectedWithReasonsAndTheStreamStaysOpen) {
 }
 
 TEST_F(ServiceTest, SilentInterceptorIsPassedOrFailsTheJobByItsFailureMode) {
-  CallbackStream stream(channel_);
+  HookStream stream(channel_);
   v1::Subscribe sub;
   sub.set_subscription_id("silent");
   (*sub.mutable_match_labels())["mode"] = "continue";
@@ -342,7 +342,7 @@ TEST_F(ServiceTest, LateObserverReplaysFromSeqAndRestartKeepsHistory) {
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
 
   auto replay_all = [&](int64_t from) {
-    CallbackStream stream(channel_);
+    HookStream stream(channel_);
     v1::Subscribe sub;
     sub.set_subscription_id("late");
     sub.add_job_ids(job.id());
@@ -395,7 +395,7 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
   server_->Shutdown();
   server_.reset();
   StartServer(/*queue_limit=*/8);
-  CallbackStream stream(NarrowChannel());
+  HookStream stream(NarrowChannel());
   v1::Subscribe sub;
   sub.set_subscription_id("slow");
   (*sub.mutable_match_labels())["run"] = "long";
@@ -432,7 +432,7 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
   // remaining event once, in order, then JOBS_DONE.
   for (expected.clear(); static_cast<int64_t>(expected.size()) < last;)
     expected.push_back(static_cast<int64_t>(expected.size()) + 1);
-  auto resume_on = [&](CallbackStream& s, const char* which) {
+  auto resume_on = [&](HookStream& s, const char* which) {
     SCOPED_TRACE(which);
     v1::Subscribe again;
     again.set_subscription_id("slow");
@@ -448,7 +448,7 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
     EXPECT_EQ(all, expected);
   };
   resume_on(stream, "the same stream");
-  CallbackStream fresh(channel_);
+  HookStream fresh(channel_);
   resume_on(fresh, "a new stream");
 }
 
@@ -457,7 +457,7 @@ TEST_F(ServiceTest, ObserverResumingWhileTheJobRunsGoesFromReplayToLive) {
   server_.reset();
   StartServer(/*queue_limit=*/8);
   // An interceptor holds the job at on_train_end, after thousands of events.
-  CallbackStream holder(channel_);
+  HookStream holder(channel_);
   v1::Subscribe hold;
   hold.set_subscription_id("hold");
   (*hold.mutable_match_labels())["run"] = "held";
@@ -466,7 +466,7 @@ TEST_F(ServiceTest, ObserverResumingWhileTheJobRunsGoesFromReplayToLive) {
   hold.set_failure_mode(v1::FAILURE_MODE_FAIL_JOB);
   hold.mutable_reply_timeout()->set_seconds(30);
   Subscribe(holder, hold);
-  CallbackStream stream(NarrowChannel());
+  HookStream stream(NarrowChannel());
   v1::Subscribe sub;
   sub.set_subscription_id("slow");
   (*sub.mutable_match_labels())["run"] = "held";
@@ -512,9 +512,9 @@ TEST_F(ServiceTest, ObserverResumingWhileTheJobRunsGoesFromReplayToLive) {
 
 TEST_F(ServiceTest,
        InterceptorsChainByPriorityAndPredictReturnsTheCombination) {
-  CallbackStream early(channel_);
-  CallbackStream late(channel_);
-  CallbackStream watcher(channel_);
+  HookStream early(channel_);
+  HookStream late(channel_);
+  HookStream watcher(channel_);
   v1::Subscribe sub;
   (*sub.mutable_match_labels())["chain"] = "yes";
   sub.add_events("on_predict_postprocess_end");
@@ -542,7 +542,7 @@ TEST_F(ServiceTest,
            a.y2() == b.y2() && a.conf() == b.conf() && a.cls() == b.cls();
   };
   // Each adds a box to what it sees.
-  auto intercept = [&](CallbackStream& stream, const v1::Box& add,
+  auto intercept = [&](HookStream& stream, const v1::Box& add,
                        std::vector<v1::Box>* saw) {
     auto m = stream.ReadUntil(
         [](const v1::ServerMessage& x) { return x.has_event(); });
@@ -605,7 +605,7 @@ TEST_F(ServiceTest,
       Submit(v1::MODE_TRAIN, {{"epochs", "1"}, {"name", "block-tag"}}, {});
   runner_.AwaitStarted(1);
 
-  CallbackStream interceptor(channel_);
+  HookStream interceptor(channel_);
   v1::Subscribe tag;
   tag.set_subscription_id("tag");
   tag.add_job_ids(job.id());
@@ -616,7 +616,7 @@ TEST_F(ServiceTest,
   ASSERT_EQ(ack.last_seq().count(job.id()), 1u);
   EXPECT_EQ(ack.last_seq().at(job.id()), 1);
 
-  CallbackStream observer(channel_);
+  HookStream observer(channel_);
   v1::Subscribe watch;
   watch.set_subscription_id("watch");
   watch.add_job_ids(job.id());

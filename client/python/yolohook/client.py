@@ -11,7 +11,7 @@
         for ev in c.watch(job, events=["on_fit_epoch_end"]):
             print(ev.epoch, ev.metrics.get("metrics/mAP50-95(B)"))
 
-All of a client's subscriptions share one CallbackService.Connect stream,
+All of a client's subscriptions share one HookService.Connect stream,
 read by a background thread; callbacks run one at a time, in arrival order, on
 a second client thread. A broken stream is reopened with backoff and every
 subscription is sent again; subscriptions following job ids resume after the
@@ -368,7 +368,7 @@ class Client:
             self._channel = grpc.insecure_channel(target, options=options)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._predict = predict_pb2_grpc.PredictServiceStub(self._channel)
-        self._callbacks = callbacks_pb2_grpc.CallbackServiceStub(self._channel)
+        self._callbacks = callbacks_pb2_grpc.HookServiceStub(self._channel)
 
         self._cond = threading.Condition()
         self._subs = {}

@@ -46,7 +46,7 @@
     seqs: [],          // every seq shown, in order
     duplicates: 0,     // events that arrived twice (skipped)
     gaps: 0,           // times a seq arrived after a missing one
-    connects: 0,       // streams opened for this job
+    connects: 0,       // event streams connected for this job (browser reconnects included)
     epochs: new Map(), // epoch (1-based) -> {loss:[], lr:{}, metrics:{}}
     totalEpochs: 0,
     preds: new Map(),  // "seq-index" -> prediction tile state
@@ -267,8 +267,7 @@
     }
     const es = new EventSource(url);
     dash.stream = es;
-    dash.connects++;
-    es.onopen = () => { dash.retryMs = 1000; };
+    es.onopen = () => { dash.connects++; dash.retryMs = 1000; };
     for (const name of EVENT_NAMES) es.addEventListener(name, onEvent);
     es.addEventListener('end', (e) => {
       // The job finished: nothing more will come on this stream.

@@ -1,9 +1,9 @@
-// A test client for CallbackService.Connect: writes ClientMessages and reads
+// A test client for HookService.Connect: writes ClientMessages and reads
 // ServerMessages on a background thread, so tests can wait with a timeout.
 // Reading can be paused, to play a client that stops reading: the server's
 // writes then back up through gRPC's flow control.
-#ifndef YOLOHOOK_TESTS_TESTING_CALLBACK_STREAM_H_
-#define YOLOHOOK_TESTS_TESTING_CALLBACK_STREAM_H_
+#ifndef YOLOHOOK_TESTS_TESTING_HOOK_STREAM_H_
+#define YOLOHOOK_TESTS_TESTING_HOOK_STREAM_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -23,12 +23,12 @@
 namespace yolohook::testing {
 
 // Thread-safe.
-class CallbackStream {
+class HookStream {
  public:
   // `token`: sent as "authorization: Bearer <token>" ("" = no header).
-  explicit CallbackStream(const std::shared_ptr<grpc::Channel>& channel,
-                          const std::string& token = "")
-      : stub_(v1::CallbackService::NewStub(channel)) {
+  explicit HookStream(const std::shared_ptr<grpc::Channel>& channel,
+                      const std::string& token = "")
+      : stub_(v1::HookService::NewStub(channel)) {
     if (!token.empty())
       context_.AddMetadata("authorization", "Bearer " + token);
     stream_ = stub_->Connect(&context_);
@@ -49,7 +49,7 @@ class CallbackStream {
     });
   }
 
-  ~CallbackStream() { Finish().IgnoreError(); }
+  ~HookStream() { Finish().IgnoreError(); }
 
   // Half-closes, waits for the server to end the stream, and returns how it
   // ended. Later calls return the same status.
@@ -179,7 +179,7 @@ class CallbackStream {
   }
 
  private:
-  std::unique_ptr<v1::CallbackService::Stub> stub_;
+  std::unique_ptr<v1::HookService::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::ClientMessage, v1::ServerMessage>>
@@ -197,4 +197,4 @@ class CallbackStream {
 
 }  // namespace yolohook::testing
 
-#endif  // YOLOHOOK_TESTS_TESTING_CALLBACK_STREAM_H_
+#endif  // YOLOHOOK_TESTS_TESTING_HOOK_STREAM_H_

@@ -1,7 +1,7 @@
-// CallbackService: one long-lived bidirectional stream per client; a thin
+// HookService: one long-lived bidirectional stream per client; a thin
 // adapter between gRPC's callback API and the event layer's Stream.
-#ifndef YOLOHOOK_SERVER_SERVICE_CALLBACK_SERVICE_H_
-#define YOLOHOOK_SERVER_SERVICE_CALLBACK_SERVICE_H_
+#ifndef YOLOHOOK_SERVER_SERVICE_HOOK_SERVICE_H_
+#define YOLOHOOK_SERVER_SERVICE_HOOK_SERVICE_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -21,12 +21,14 @@ namespace yolohook::service {
 // StreamError with PERMISSION_DENIED and the stream stays open. The bus's
 // stream carries the caller's name (its peer address when authentication is
 // off). Thread-safe. The bus and authorizer must outlive the service.
-class CallbackServiceImpl final : public v1::CallbackService::CallbackApi {
+class HookServiceImpl final
+    : public v1::HookService::WithRawCallbackMethod_Connect<
+          v1::HookService::Service> {
  public:
-  CallbackServiceImpl(events::EventBus* bus, const Authorizer* authorizer)
+  HookServiceImpl(events::EventBus* bus, const Authorizer* authorizer)
       : bus_(bus), authorizer_(authorizer) {}
 
-  grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>* Connect(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* context) override;
 
  private:
@@ -36,4 +38,4 @@ class CallbackServiceImpl final : public v1::CallbackService::CallbackApi {
 
 }  // namespace yolohook::service
 
-#endif  // YOLOHOOK_SERVER_SERVICE_CALLBACK_SERVICE_H_
+#endif  // YOLOHOOK_SERVER_SERVICE_HOOK_SERVICE_H_

@@ -1,9 +1,13 @@
-// Extra conversions between the engine's state and the wire, beyond those in
-// event_bus.h: names, time, and the way back for trainer and validator state
-// (used by clients and tests that rebuild state from events).
-#ifndef YOLOHOOK_SERVER_EVENTS_CONVERSIONS_H_
-#define YOLOHOOK_SERVER_EVENTS_CONVERSIONS_H_
+// The wire format's one home: every conversion between the engine's C++
+// types and the yolohook.v1 messages (events, results, names, modes, time,
+// and the way back for trainer and validator state, which clients use to
+// rebuild state from events). Shared by the event layer, the jobs layer, the
+// services, the dashboard and the C++ client; depends on no server part.
+#ifndef YOLOHOOK_SERVER_WIRE_CONVERSIONS_H_
+#define YOLOHOOK_SERVER_WIRE_CONVERSIONS_H_
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,7 +21,16 @@
 #include "yolohook/v1/jobs.pb.h"
 #include "yolohook/v1/types.pb.h"
 
-namespace yolohook::events {
+namespace yolohook::wire {
+
+// The event as the wire carries it (no subscription fields set). Frames are
+// attached only when `encode_jpeg` is given.
+v1::Event ToWire(
+    const std::string& job_id, int64_t seq, absl::Time time,
+    const EventContext& ctx, const std::map<std::string, std::string>& args,
+    const std::function<std::string(const FrameView&)>& encode_jpeg);
+v1::Result ToWire(const Result& result);
+Result FromWire(const v1::Result& result);
 
 // Class names indexed by id <-> the wire's id -> name map. Ids missing from
 // the map become empty names; negative ids are dropped.
@@ -42,6 +55,6 @@ absl::Duration FromDurationProto(const google::protobuf::Duration& duration);
 TrainerState TrainerFromWire(const v1::TrainerState& state);
 ValidatorState ValidatorFromWire(const v1::ValidatorState& state);
 
-}  // namespace yolohook::events
+}  // namespace yolohook::wire
 
-#endif  // YOLOHOOK_SERVER_EVENTS_CONVERSIONS_H_
+#endif  // YOLOHOOK_SERVER_WIRE_CONVERSIONS_H_

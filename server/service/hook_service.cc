@@ -1,4 +1,4 @@
-#include "server/service/callback_service.h"
+#include "server/service/hook_service.h"
 
 #include <deque>
 #include <memory>
@@ -8,11 +8,12 @@
 #include "absl/synchronization/mutex.h"
 #include "server/common/limits.h"
 #include "server/service/grpc_status.h"
+#include "server/service/unary_call.h"
 
 namespace yolohook::service {
 namespace {
 
-constexpr absl::string_view kConnect = "yolohook.v1.CallbackService/Connect";
+constexpr absl::string_view kConnect = "yolohook.v1.HookService/Connect";
 
 // Answers (acks, reply results, errors) waiting for the client. A client that
 // sends faster than it reads fills this; then its messages are not read until
@@ -21,6 +22,21 @@ constexpr absl::string_view kConnect = "yolohook.v1.CallbackService/Connect";
 constexpr size_t kOutboxLimit = 256;
 
 class ConnectReactor;
+
+// `message` as a byte buffer of its pieces; the shared body is referenced,
+// not copied (the slice keeps it alive).
+void ToByteBuffer(const events::OutgoingPtr& message, grpc::ByteBuffer* out) {
+  grpc::Slice slices[3];
+  size_t n = 0;
+  if (!message->head.empty()) slices[n++] = grpc::Slice(message->head);
+  auto* keep = new events::SharedBytes(message->body);
+  slices[n++] = grpc::Slice(
+      const_cast<char*>((*keep)->data()), (*keep)->size(),
+      [](void* p) { delete static_cast<events::SharedBytes*>(p); }, keep);
+  if (!message->tail.empty()) slices[n++] = grpc::Slice(message->tail);
+  grpc::ByteBuffer buffer(slices, n);
+  out->Swap(&buffer);
+}
 
 // Lets the bus's ready signal reach the reactor safely: the signal may arrive
 // from a job thread at any time, also while the reactor is being destroyed.
@@ -31,8 +47,12 @@ struct Link {
 };
 
 // One client's Connect stream. Owns itself: deleted in OnDone.
+// Messages travel as raw bytes: client messages are parsed here (one that
+// does not parse gets a StreamError, and the stream stays open), and the
+// bus's messages are written as the serialized pieces it made, an event's
+// shared bytes referenced rather than copied.
 class ConnectReactor final
-    : public grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   ConnectReactor(grpc::CallbackServerContext* context, events::EventBus* bus,
                  const Authorizer* authorizer, auth::Principal who)
@@ -47,7 +67,7 @@ class ConnectReactor final
     }
     std::weak_ptr<Link> weak = link_;
     stream_ = bus->Connect([weak] { Signal(weak); }, who_.name);
-    StartRead(&request_);
+    StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
@@ -64,7 +84,14 @@ class ConnectReactor final
       MaybeWrite();
       return;
     }
-    Handle(request_);
+    request_.Clear();
+    if (ParseFromByteBuffer(in_, &request_)) {
+      Handle(request_);
+    } else {
+      QueueError("", absl::InvalidArgumentError(
+                         "a message that is not a valid "
+                         "yolohook.v1.ClientMessage (it does not parse)"));
+    }
     {
       absl::MutexLock lock(&mu_);
       if (outbox_.size() >= kOutboxLimit) {
@@ -72,7 +99,7 @@ class ConnectReactor final
         return;
       }
     }
-    StartRead(&request_);
+    StartRead(&in_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -117,11 +144,10 @@ class ConnectReactor final
     --link->in_flight;
   }
 
-  void Queue(v1::ServerMessage message) {
+  void Queue(const v1::ServerMessage& message) {
     {
       absl::MutexLock lock(&mu_);
-      outbox_.push_back(
-          std::make_shared<const v1::ServerMessage>(std::move(message)));
+      outbox_.push_back(events::Outgoing::Whole(message));
     }
     MaybeWrite();
   }
@@ -255,10 +281,11 @@ class ConnectReactor final
           }
         }
       }
-      if (resume_read) StartRead(&request_);
+      if (resume_read) StartRead(&in_);
       if (!stop && current_ == nullptr) current_ = stream_->Next();
       if (!stop && current_ != nullptr) {
-        StartWrite(current_.get());
+        ToByteBuffer(current_, &out_);
+        StartWrite(&out_);
         return;  // OnWriteDone frees the slot
       }
       if (stop) {
@@ -285,11 +312,12 @@ class ConnectReactor final
   const auth::Principal who_;
   std::shared_ptr<Link> link_;
   std::shared_ptr<events::Stream> stream_;
+  // The read in flight, and what it held, parsed.
+  grpc::ByteBuffer in_;
   v1::ClientMessage request_;
 
   absl::Mutex mu_;
-  std::deque<std::shared_ptr<const v1::ServerMessage>> outbox_
-      ABSL_GUARDED_BY(mu_);
+  std::deque<events::OutgoingPtr> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) =
       false;  // a write is in flight or being started
   bool signaled_ ABSL_GUARDED_BY(mu_) =
@@ -301,17 +329,18 @@ class ConnectReactor final
   // Set when the caller's credential was revoked: the stream's status.
   std::optional<grpc::Status> revoked_ ABSL_GUARDED_BY(mu_);
   // The message being written; only the holder of the write slot touches it.
-  std::shared_ptr<const v1::ServerMessage> current_;
+  events::OutgoingPtr current_;
+  grpc::ByteBuffer out_;
 };
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>*
-CallbackServiceImpl::Connect(grpc::CallbackServerContext* context) {
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
+HookServiceImpl::Connect(grpc::CallbackServerContext* context) {
   absl::StatusOr<auth::Principal> who =
       authorizer_->Check(*context, auth::Role::kViewer, kConnect);
   if (!who.ok()) {
-    return RejectStream<v1::ClientMessage, v1::ServerMessage>(
+    return RejectStream<grpc::ByteBuffer, grpc::ByteBuffer>(
         ToGrpcStatus(who.status()));
   }
   return new ConnectReactor(context, bus_, authorizer_, *std::move(who));

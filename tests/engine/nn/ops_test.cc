@@ -124,6 +124,19 @@ TEST(NmsTest, GreedyByScore) {
   EXPECT_EQ(Nms(torch::zeros({0, 4}), torch::zeros({0}), 0.5).size(0), 0);
 }
 
+// A box overlapping a kept one by exactly the threshold stays, as in
+// torchvision's nms (suppression needs IoU above the threshold).
+TEST(NmsTest, IouEqualToTheThresholdIsKept) {
+  // Intersection 2, union 4: IoU exactly 0.5 (representable in binary).
+  const torch::Tensor boxes = T({0, 0, 3, 1, 1, 0, 4, 1}, {2, 4});
+  const torch::Tensor scores = T({0.9, 0.8}, {2});
+  ASSERT_FLOAT_EQ(BoxIou(boxes, boxes)[0][1].item<float>(), 0.5f);
+  EXPECT_TRUE(torch::equal(Nms(boxes, scores, 0.5),
+                           torch::tensor({0, 1}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(Nms(boxes, scores, 0.4999),
+                           torch::tensor({0}, torch::kLong)));
+}
+
 TEST(NmsTest, MatchesBruteForceOnRandomBoxes) {
   torch::manual_seed(3);
   const int64_t n = 400;

@@ -299,8 +299,7 @@ class Trainer {
 
   void LogReport(absl::string_view split, const data::VerifyReport& r) {
     for (const std::string& w : r.warnings) log_(absl::StrCat("WARNING ", w));
-    log_(absl::StrFormat("%s: %d images, %d backgrounds, %d corrupt", split,
-                         r.found, r.missing + r.empty, r.corrupt));
+    log_(absl::StrCat(split, ": ", r.Summary()));
   }
 
   absl::Status SetupModel() {

@@ -182,11 +182,9 @@ absl::StatusOr<ValSummary> Validate(const Config& config,
       data::VerifyDataset(files, static_cast<int>(spec.names.size()),
                           std::max(config.workers, 1), &report));
   for (const std::string& w : report.warnings) log(absl::StrCat("WARNING ", w));
-  log(absl::StrFormat("val: %d images, %d backgrounds, %d corrupt",
-                      report.found, report.missing + report.empty,
-                      report.corrupt));
+  log(absl::StrCat("val: ", report.Summary()));
 
-  int imgsz = model.fixed_imgsz() != 0 ? model.fixed_imgsz() : config.imgsz;
+  YH_ASSIGN_OR_RETURN(const int imgsz, model.InputSize(config));
   Validator::Options options;
   options.imgsz = imgsz;
   options.batch = model.is_onnx() ? 1 : config.batch;

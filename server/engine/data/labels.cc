@@ -171,6 +171,11 @@ absl::StatusOr<std::vector<Label>> ParseLabels(
   return labels;
 }
 
+std::string VerifyReport::Summary() const {
+  return absl::StrCat(found + missing + empty, " images, ", missing + empty,
+                      " backgrounds, ", corrupt, " corrupt");
+}
+
 absl::StatusOr<std::vector<ImageRecord>> VerifyDataset(
     const std::vector<std::string>& images, int nc, int threads,
     VerifyReport* report) {

@@ -34,6 +34,10 @@ struct VerifyReport {
   int corrupt = 0;     // images or label files skipped
   int duplicates = 0;  // duplicate label rows removed
   std::vector<std::string> warnings;  // one line each: file, line and reason
+
+  // "N images, B backgrounds, C corrupt": N counts every usable image,
+  // backgrounds (no label file, or an empty one) included.
+  std::string Summary() const;
 };
 
 // Parses the text of a label file ("class xc yc w h" per line; blank lines

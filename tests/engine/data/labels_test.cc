@@ -76,6 +76,8 @@ TEST_F(VerifyDatasetTest, MissingLabelFileIsABackground) {
   EXPECT_THAT((*records)[0].labels, IsEmpty());
   EXPECT_EQ(report_.missing, 1);
   EXPECT_EQ(report_.found, 0);
+  // Backgrounds are images too: one image, which is a background.
+  EXPECT_EQ(report_.Summary(), "1 images, 1 backgrounds, 0 corrupt");
 }
 
 TEST_F(VerifyDatasetTest, EmptyLabelFileIsABackground) {

@@ -2,8 +2,11 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -94,6 +97,41 @@ std::string TensorToBytes(const torch::Tensor& t) {
   return std::string(static_cast<const char*>(c.data_ptr()), c.numel());
 }
 
+// A checkpoint is a zip archive: its last bytes hold the end-of-central-
+// directory record. Checking for it first turns a cut-off copy or a file of
+// another kind into an error that says so, instead of the archive reader's
+// "failed finding central directory".
+absl::Status CheckZipArchive(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open checkpoint ", path));
+  }
+  char magic[4] = {};
+  in.read(magic, sizeof(magic));
+  const std::streamsize got = in.gcount();
+  in.seekg(0, std::ios::end);
+  const int64_t size = static_cast<int64_t>(in.tellg());
+  if (got < 4 || std::string(magic, 4) != std::string("PK\x03\x04", 4)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is not a checkpoint (", size,
+        " bytes that are not a zip archive, as .pt files written by yolohook "
+        "or PyTorch are)"));
+  }
+  // The record is 22 bytes plus a comment of at most 64 KiB, at the end.
+  const int64_t tail = std::min<int64_t>(size, 22 + 65535);
+  std::string end(static_cast<size_t>(tail), '\0');
+  in.seekg(size - tail);
+  in.read(end.data(), tail);
+  if (end.rfind(std::string("PK\x05\x06", 4)) == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint ", path, " is truncated or corrupt (", size,
+        " bytes, without the end of its zip archive): copy it again, or use "
+        "another checkpoint"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status SaveCheckpoint(const Checkpoint& checkpoint,
@@ -133,6 +171,7 @@ absl::Status SaveCheckpoint(const Checkpoint& checkpoint,
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path) {
   if (!fs::exists(path))
     return absl::NotFoundError(absl::StrCat("checkpoint ", path, " not found"));
+  YH_RETURN_IF_ERROR(CheckZipArchive(path));
   Checkpoint c;
   try {
     torch::serialize::InputArchive archive;
@@ -161,11 +200,12 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path) {
     if (archive.try_read("optimizer", opt, /*is_buffer=*/true))
       c.optimizer_state = TensorToBytes(opt);
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot read checkpoint ", path, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot read checkpoint ", path, ": ", e.what()));
+        absl::StrCat("cannot read checkpoint ", path,
+                     " (corrupt?): ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read checkpoint ", path, " (corrupt?): ", e.what()));
   }
   c.model->eval();
   if (c.ema) c.ema->eval();

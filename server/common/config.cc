@@ -326,6 +326,7 @@ absl::Status ApplyArgs(const std::map<std::string, std::string>& args,
     const Spec* spec = FindSpec(key);
     if (spec == nullptr) return UnknownKey("argument", key, false);
     YH_RETURN_IF_ERROR(SetValue(*spec, config, value));
+    config.given.insert(key);
   }
   if (config.imgsz % 32 != 0) {
     int rounded = (config.imgsz + 31) / 32 * 32;

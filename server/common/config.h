@@ -9,6 +9,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -107,8 +108,16 @@ struct Config {
   double flipud = 0.0;     // vertical flip probability
   double mosaic = 1.0;     // mosaic probability
 
+  // The keys ApplyArgs set, i.e. what the user gave rather than a default:
+  // a value the user gave is honoured where a default would be adjusted.
+  std::set<std::string> given;
+
   // The confidence threshold for `mode`, resolving conf=-1.
   double ConfFor(Mode mode) const;
+  // Whether the user gave `key` (see `given`).
+  bool Given(absl::string_view key) const {
+    return given.count(std::string(key)) != 0;
+  }
 };
 
 // One accepted key=value argument, for help texts and args.yaml.

@@ -53,6 +53,18 @@ InferenceModel InferenceModel::FromTorch(nn::DetectionModel model,
   return m;
 }
 
+absl::StatusOr<int> InferenceModel::InputSize(const Config& config) const {
+  if (fixed_imgsz_ == 0) return config.imgsz;
+  if (config.Given("imgsz") && config.imgsz != fixed_imgsz_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "imgsz=", config.imgsz, " but model=", path_, " was exported for ",
+        fixed_imgsz_, "x", fixed_imgsz_,
+        " inputs only: pass imgsz=", fixed_imgsz_,
+        " (or leave it out), or export it again with imgsz=", config.imgsz));
+  }
+  return fixed_imgsz_;
+}
+
 absl::StatusOr<torch::Tensor> InferenceModel::Forward(
     const torch::Tensor& images) {
   if (torch_) {

@@ -31,6 +31,10 @@ class InferenceModel {
   const std::vector<std::string>& names() const { return names_; }
   // The input size an ONNX file was exported with; 0 for LibTorch weights.
   int fixed_imgsz() const { return fixed_imgsz_; }
+  // The input size to run at: config.imgsz, or the size a fixed-size model
+  // takes. INVALID_ARGUMENT when the user gave an imgsz such a model cannot
+  // take (naming both sizes), rather than silently using another.
+  absl::StatusOr<int> InputSize(const Config& config) const;
   bool is_onnx() const { return onnx_ != nullptr; }
   // LibTorch weights, or null for ONNX.
   nn::DetectionModel torch_model() const { return torch_; }

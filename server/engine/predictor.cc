@@ -78,7 +78,7 @@ class PredictRun {
   absl::StatusOr<PredictSummary> Run() {
     ConfigureThreads(config_.threads);
     YH_ASSIGN_OR_RETURN(model_, InferenceModel::Load(config_.model));
-    imgsz_ = model_->fixed_imgsz() != 0 ? model_->fixed_imgsz() : config_.imgsz;
+    YH_ASSIGN_OR_RETURN(imgsz_, model_->InputSize(config_));
     nms_.conf = config_.ConfFor(Mode::kPredict);
     nms_.iou = config_.iou;
     nms_.max_det = config_.max_det;

@@ -167,6 +167,22 @@ TEST_F(PredictorTest, BadSourcesAreNamed) {
   auto none = yolo.Predict(Args(""));
   EXPECT_THAT(none.status().message(), HasSubstr("source="));
 
+  // A checkpoint cut short, and a file that is no checkpoint at all.
+  const std::string whole = ReadFile(*weights_);
+  const std::string cut = dir_->Sub("cut.pt");
+  std::ofstream(cut, std::ios::binary) << whole.substr(0, whole.size() / 2);
+  Yolo::Args args = Args(ValFiles()[0]);
+  args["model"] = cut;
+  auto truncated = Yolo().Predict(args);
+  EXPECT_EQ(truncated.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(truncated.status().message(), HasSubstr("cut.pt"));
+  EXPECT_THAT(truncated.status().message(), HasSubstr("truncated or corrupt"));
+  const std::string text = dir_->Sub("text.pt");
+  std::ofstream(text) << "weights";
+  args["model"] = text;
+  EXPECT_THAT(Yolo().Predict(args).status().message(),
+              HasSubstr("not a zip archive"));
+
   std::string list = dir_->Sub("bad_list.txt");
   std::ofstream(list) << "nowhere.png\n";
   auto listed = yolo.Predict(Args(list));
@@ -352,6 +368,13 @@ TEST_F(PredictorTest, OnnxExportPredictsLikeTheCheckpoint) {
     }
   }
   EXPECT_GT(compared, 0u);
+
+  // The file takes 64x64 inputs only: another imgsz is refused, not ignored.
+  args["imgsz"] = "96";
+  auto other_size = Yolo(exported->file).Predict(args);
+  EXPECT_EQ(other_size.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other_size.status().message(), HasSubstr("imgsz=96 but model="));
+  EXPECT_THAT(other_size.status().message(), HasSubstr("64x64"));
 
   auto val = Yolo(exported->file)
                  .Val({{"data", dir_->Sub("shapes") + "/data.yaml"},

@@ -620,9 +620,17 @@ int RunCancel(const RemoteFlags& flags, const std::vector<std::string>& words) {
   Client client(ClientOptions(flags));
   absl::StatusOr<v1::Job> job = client.Cancel(words[0]);
   if (!job.ok()) return Fail(job.status());
+  // A running job stops at its next callback event: report the state it ends
+  // in, not the one it had when asked.
+  if (job->state() != v1::JOB_STATE_CANCELLED) {
+    std::fprintf(stderr, "yolohook: cancelling job %s (%s)\n",
+                 job->id().c_str(), StateName(job->state()).c_str());
+    job = client.Wait(words[0], absl::Minutes(5));
+    if (!job.ok()) return Fail(job.status());
+  }
   std::printf("job %s %s\n", job->id().c_str(),
               StateName(job->state()).c_str());
-  return 0;
+  return job->state() == v1::JOB_STATE_CANCELLED ? 0 : 1;
 }
 
 }  // namespace yolohook::cli

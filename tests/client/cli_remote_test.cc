@@ -219,6 +219,17 @@ TEST_F(CliRemoteTest, JobsWatchAndCancel) {
   EXPECT_EQ(RunWatch(flags_, {job->id()}), 1);
   EXPECT_EQ(RunCancel(flags_, {job->id()}), 1);  // already finished
   EXPECT_EQ(RunCancel(flags_, {}), 1);
+
+  // A running job: cancel prints the state it ended in.
+  auto running = client.Submit("train", {{"name", "block-cancel"}});
+  ASSERT_TRUE(running.ok()) << running.status();
+  runner_.fake().AwaitStarted(2);
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(RunCancel(flags_, {running->id()}), 0);
+  out = ::testing::internal::GetCapturedStdout();
+  // (The in-process server's own log line about the job comes first.)
+  EXPECT_TRUE(absl::EndsWith(out, "\njob " + running->id() + " cancelled\n"))
+      << out;
 }
 
 TEST(CliAuthTest, TokensAndTlsFilesReachTheServer) {

@@ -312,14 +312,15 @@ http::Response Dashboard::GetJob(const http::Request& request) const {
 }
 
 http::Response Dashboard::CancelJob(const http::Request& request) const {
+  // Who asks comes first, so that nothing about paths is told to strangers.
+  absl::StatusOr<auth::Principal> who =
+      Authorize(request, auth::Role::kOperator);
+  if (!who.ok()) return Error(who.status());
   auto [id, rest] = SplitJobPath(request.path, kJobsPrefix);
   if (id.empty() || rest != "cancel") {
     return Error(absl::NotFoundError(absl::StrCat(
         "no resource at ", request.path, " (POST /api/jobs/ID/cancel)")));
   }
-  absl::StatusOr<auth::Principal> who =
-      Authorize(request, auth::Role::kOperator);
-  if (!who.ok()) return Error(who.status());
   absl::StatusOr<jobs::JobRecord> job = options_.manager->Cancel(id);
   if (!job.ok()) return Error(job.status());
   return Json(200, ProtoJson(jobs::ToProto(*job)));

@@ -536,6 +536,15 @@ void Server::AddRoute(std::string method, std::string path,
   routes_.push_back(std::move(route));
 }
 
+std::vector<std::pair<std::string, std::string>> Server::Routes() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<std::string, std::string>> routes;
+  routes.reserve(routes_.size());
+  for (const auto& route : routes_)
+    routes.emplace_back(route->method, route->path);
+  return routes;
+}
+
 absl::Status Server::Start() {
   absl::MutexLock lock(&mu_);
   if (started_ || shut_down_) {

@@ -151,6 +151,11 @@ class Server {
   void HandleStream(std::string method, std::string path, StreamHandler handler)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The routes registered so far as (method, path) pairs, in registration
+  // order; a path ending in '/' is a prefix. For tests that walk every route.
+  std::vector<std::pair<std::string, std::string>> Routes() const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // Binds options.listen and starts serving. Errors: INVALID_ARGUMENT for an
   // unparsable address, UNAVAILABLE when it cannot be bound,
   // FAILED_PRECONDITION when already started.

@@ -107,6 +107,9 @@ class Server {
     return dashboard_http_ != nullptr ? dashboard_http_->port() : 0;
   }
   std::string http_address() const;
+  // The dashboard's HTTP server (null when http_listen is off): tests walk
+  // its routes.
+  const http::Server* dashboard_http() const { return dashboard_http_.get(); }
   jobs::JobManager& manager() { return *manager_; }
   events::EventBus& bus() { return *bus_; }
   // The server's metrics, as GET /metrics renders them.

@@ -5,9 +5,11 @@
 
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -338,6 +340,36 @@ TEST_F(DashboardTest, TokensAndRoles) {
   EXPECT_EQ(Send("POST", "/api/jobs/" + id + "/cancel", "", op).status, 200);
   ASSERT_TRUE(events.ReadUntil("event: end"));
   EXPECT_THAT(events.buffer(), HasSubstr("JOB_STATE_CANCELLED"));
+}
+
+// Every route the dashboard serves, read from its HTTP server so that a
+// route added later is covered too, refuses a request without a token and
+// one with an unknown token (401). Only the page and its files are public.
+TEST_F(DashboardTest, EveryApiRouteNeedsAToken) {
+  Start("viewer-token,grafana,viewer\n");
+  const std::set<std::pair<std::string, std::string>> kPublic = {{"GET", "/"}};
+  const auto routes = server_->dashboard_http()->Routes();
+  ASSERT_GE(routes.size(), 6u);
+  int checked = 0;
+  for (const auto& [method, route] : routes) {
+    if (kPublic.count({method, route})) continue;
+    // A prefix route is tried below it, as "/api/jobs/" serves
+    // "/api/jobs/ID" and "/api/jobs/ID/cancel".
+    std::vector<std::string> paths = {route};
+    if (absl::EndsWith(route, "/")) {
+      paths = {route + "job-x", route + "job-x/cancel"};
+    }
+    for (const std::string& path : paths) {
+      SCOPED_TRACE(method + " " + path);
+      EXPECT_EQ(Send(method, path).status, 401);
+      EXPECT_EQ(Send(method, path, "", "Authorization: Bearer nope\r\n").status,
+                401);
+      EXPECT_EQ(Send(method, path, "", "Authorization: Basic eDp5\r\n").status,
+                401);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 8);
 }
 
 TEST(DashboardStartTest, OtherMachinesNeedTokensOrInsecure) {

@@ -6,12 +6,19 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "google/protobuf/descriptor.h"
+#include "server/auth/token_store.h"
 #include "server/service/server.h"
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/hook_stream.h"
@@ -352,6 +359,130 @@ TEST_F(AuthTest, HealthNeedsNoToken) {
   for (const grpc::Slice& slice : slices)
     bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+}
+
+// The status of calling `method` (a "/package.Service/Method" path) with an
+// empty request and `token`, whatever its kind: unary calls send the empty
+// message, streams half-close at once and drain what the server sends.
+grpc::Status CallEmpty(const std::shared_ptr<grpc::Channel>& channel,
+                       const google::protobuf::MethodDescriptor& method,
+                       const std::string& token) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  const std::string path =
+      absl::StrCat("/", method.service()->full_name(), "/", method.name());
+  absl::Notification done;
+  grpc::Status status;
+  if (!method.client_streaming() && !method.server_streaming()) {
+    grpc::ByteBuffer request;
+    grpc::Slice empty;
+    request = grpc::ByteBuffer(&empty, 1);
+    grpc::ByteBuffer response;
+    stub.UnaryCall(&context, path, grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status s) {
+                     status = std::move(s);
+                     done.Notify();
+                   });
+    done.WaitForNotification();
+    return status;
+  }
+  // Streams: half-close at once, read whatever comes, report how it ended.
+  class Reactor
+      : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    Reactor(grpc::Status* status, absl::Notification* done)
+        : status_(status), done_(done) {}
+    void Begin() {
+      StartRead(&incoming_);
+      StartWritesDone();
+      StartCall();
+    }
+    void OnReadDone(bool ok) override {
+      if (ok) StartRead(&incoming_);
+    }
+    void OnDone(const grpc::Status& s) override {
+      *status_ = s;
+      done_->Notify();
+    }
+
+   private:
+    grpc::ByteBuffer incoming_;
+    grpc::Status* status_;
+    absl::Notification* done_;
+  };
+  Reactor reactor(&status, &done);
+  stub.PrepareBidiStreamingCall(&context, path, grpc::StubOptions(), &reactor);
+  reactor.Begin();
+  done.WaitForNotification();
+  return status;
+}
+
+// Every method of every yolohook service, read from the contract itself so
+// that a method added later is covered too: without a token and with an
+// unknown one it is UNAUTHENTICATED; a role below its own is
+// PERMISSION_DENIED naming the method; its role and those above get past
+// authorization (whatever the empty request then earns).
+TEST_F(AuthTest, EveryMethodChecksTokensAndRoles) {
+  // The role each method needs. A method missing here fails the test: say
+  // which role it needs.
+  const std::map<std::string, auth::Role> needs = {
+      {"yolohook.v1.JobService.SubmitJob", auth::Role::kOperator},
+      {"yolohook.v1.JobService.GetJob", auth::Role::kViewer},
+      {"yolohook.v1.JobService.ListJobs", auth::Role::kViewer},
+      {"yolohook.v1.JobService.CancelJob", auth::Role::kOperator},
+      {"yolohook.v1.HookService.Connect", auth::Role::kViewer},
+      {"yolohook.v1.PredictService.Predict", auth::Role::kOperator},
+      {"yolohook.v1.PredictService.PredictStream", auth::Role::kOperator},
+  };
+  const std::vector<std::pair<auth::Role, std::string>> callers = {
+      {auth::Role::kViewer, kViewer},
+      {auth::Role::kOperator, kOperator},
+      {auth::Role::kAdmin, kAdmin},
+  };
+  const google::protobuf::DescriptorPool* pool =
+      google::protobuf::DescriptorPool::generated_pool();
+  int methods = 0;
+  for (const char* file :
+       {"yolohook/v1/jobs.proto", "yolohook/v1/callbacks.proto",
+        "yolohook/v1/predict.proto"}) {
+    const google::protobuf::FileDescriptor* fd = pool->FindFileByName(file);
+    ASSERT_NE(fd, nullptr) << file;
+    for (int s = 0; s < fd->service_count(); ++s) {
+      const google::protobuf::ServiceDescriptor* service = fd->service(s);
+      for (int m = 0; m < service->method_count(); ++m) {
+        const google::protobuf::MethodDescriptor& method = *service->method(m);
+        SCOPED_TRACE(method.full_name());
+        ++methods;
+        auto need = needs.find(method.full_name());
+        ASSERT_NE(need, needs.end())
+            << method.full_name() << " is not in this test's role table";
+        grpc::Status none = CallEmpty(channel_, method, "");
+        EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+            << none.error_message();
+        grpc::Status unknown = CallEmpty(channel_, method, "not-a-token");
+        EXPECT_EQ(unknown.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+            << unknown.error_message();
+        for (const auto& [role, token] : callers) {
+          grpc::Status status = CallEmpty(channel_, method, token);
+          if (auth::Allows(role, need->second)) {
+            EXPECT_NE(status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+                << auth::RoleName(role) << ": " << status.error_message();
+            EXPECT_NE(status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+                << auth::RoleName(role) << ": " << status.error_message();
+          } else {
+            EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+                << auth::RoleName(role) << ": " << status.error_message();
+            EXPECT_THAT(status.error_message(), HasSubstr(method.name()));
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(methods, static_cast<int>(needs.size()))
+      << "the role table names a method the contract no longer has";
 }
 
 TEST(AuthStartTest, TokenFileErrorsStopTheServerNamingFileAndLine) {

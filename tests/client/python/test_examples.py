@@ -75,6 +75,12 @@ class ExamplesTest(unittest.TestCase):
         self.assertIn("epoch   1/4", lines[0])
         self.assertIn("mAP50-95", lines[1])
         self.assertEqual(lines[2], "%s succeeded" % job.id)
+        # An error is an exit status of 1, with the reason on stderr.
+        missing = subprocess.run([sys.executable, os.path.join(EXAMPLES, "watch.py"),
+                                  "--server=" + self.server.address, "--job=job-none"],
+                                 capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(missing.returncode, 1, missing.stdout)
+        self.assertIn('job "job-none" does not exist', missing.stderr)
 
         # filter_classes drops circles from an untrained model's many low
         # confidence boxes; other jobs keep theirs.

@@ -20,7 +20,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/data/dataset_yaml.h"
 #include "server/engine/yolo.h"
 

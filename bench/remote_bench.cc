@@ -47,7 +47,7 @@
 #include "absl/time/time.h"
 #include "bench/baseline.grpc.pb.h"
 #include "bench/baseline_service.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/data/shapes.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/engine_runner.h"

@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
 #include "server/common/log_sink.h"
 #include "server/engine/version.h"
 #include "server/service/server.h"
@@ -96,6 +97,9 @@ ABSL_FLAG(int, log_files, 3,
           "rotated log files kept besides the current one (FILE.1 ...)");
 ABSL_FLAG(std::string, log_format, "text",
           "text, or json for one JSON object per line");
+ABSL_FLAG(bool, print_server_info, false,
+          "print what GetServerInfo would answer with the other flags (the "
+          "event catalogue, job arguments, limits) as JSON, and exit");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -152,6 +156,20 @@ int main(int argc, char** argv) {
       std::max<int64_t>(absl::GetFlag(FLAGS_max_finished_jobs), 0);
   options.max_store_bytes =
       std::max<int64_t>(absl::GetFlag(FLAGS_max_store_mb), 0) << 20;
+
+  if (absl::GetFlag(FLAGS_print_server_info)) {
+    google::protobuf::util::JsonPrintOptions print;
+    print.preserve_proto_field_names = true;
+    print.add_whitespace = true;
+    std::string json;
+    if (!google::protobuf::util::MessageToJsonString(
+             yolohook::service::Server::InfoFor(options), &json, print)
+             .ok()) {
+      return 1;
+    }
+    std::fputs(json.c_str(), stdout);
+    return 0;
+  }
 
   const std::string log_format = absl::GetFlag(FLAGS_log_format);
   if (log_format != "text" && log_format != "json") {

@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/remote.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/version.h"
 #include "server/engine/yolo.h"
 

@@ -23,7 +23,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/cpp/client.h"
-#include "server/common/sources.h"
+#include "server/engine/data/sources.h"
 
 namespace yolohook::cli {
 namespace {

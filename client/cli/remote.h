@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "yolohook/v1/types.pb.h"
 
 namespace yolohook::cli {
@@ -52,8 +52,8 @@ struct PredictSource {
   std::vector<std::string> videos;
 };
 // The files are found as the engine finds them (ResolveSource,
-// server/common/sources.h), with its errors; INVALID_ARGUMENT naming source=
-// for an image that cannot be read.
+// server/engine/data/sources.h), with its errors; INVALID_ARGUMENT naming
+// source= for an image that cannot be read.
 absl::StatusOr<PredictSource> LoadPredictSource(const std::string& source);
 
 }  // namespace yolohook::cli

@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/wire/conversions.h"
 #include "yolohook/v1/callbacks.grpc.pb.h"
 #include "yolohook/v1/jobs.grpc.pb.h"

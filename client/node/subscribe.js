@@ -18,12 +18,16 @@ const {grpc, connect, callMetadata, unary} = require('./yolohook');
 const USAGE = `usage: node subscribe.js [--server=HOST:PORT] [--job=ID ...] [--label=KEY=VALUE ...]
                          [--events=NAME,NAME] [--from_seq=N] [--intercept=CLASS] [--full]
                          [--token_file=FILE] [--tls_ca=CA.pem [--tls_cert=CERT.pem --tls_key=KEY.pem]]
+       node subscribe.js --list_events [--server=HOST:PORT]
 
   --server     yolohookd's address (default $YOLOHOOK_SERVER or 127.0.0.1:50051)
   --job        follow this job (repeatable; also as plain arguments) and exit when it ends
   --label      follow jobs carrying this label, also jobs submitted later (repeatable)
                without --job or --label: every job's new events
-  --events     only these Ultralytics event names (default: all 25)
+  --events     only these Ultralytics event names (default: all; checked against the
+               server's catalogue before subscribing)
+  --list_events print the server's event catalogue (name, stage, job modes, the mutations
+               an interceptor may send there), one JSON line per event, and exit
   --from_seq   with --job: first seq to print (default 1; 0: only new events)
   --intercept  answer on_predict_batch_end by removing the boxes of CLASS (a name or id)
   --full       print each event whole instead of a summary
@@ -428,6 +432,7 @@ function parse(argv) {
       tls_ca: {type: 'string', default: ''},
       tls_cert: {type: 'string', default: ''},
       tls_key: {type: 'string', default: ''},
+      list_events: {type: 'boolean', default: false},
       help: {type: 'boolean', short: 'h', default: false},
     },
   });
@@ -464,10 +469,23 @@ function parse(argv) {
     fromSeq: jobIds.length > 0 ? Number(values.from_seq) : 0,
     intercept: values.intercept,
     full: values.full,
+    listEvents: values.list_events,
   };
 }
 
-function main() {
+// The server's event catalogue (InfoService.GetServerInfo): the server is the
+// one source of event names.
+async function serverEvents(options) {
+  const clients = connect(options.server, options.tls);
+  try {
+    const info = await unary(clients.info, 'GetServerInfo', {}, options.token, 10000);
+    return info.events;
+  } finally {
+    clients.close();
+  }
+}
+
+async function main() {
   let options;
   try {
     options = parse(process.argv.slice(2));
@@ -480,6 +498,29 @@ function main() {
   if (options === null) {
     process.stdout.write(`${USAGE}\n`);
     return;
+  }
+  if (options.listEvents || options.events.length > 0) {
+    let events;
+    try {
+      events = await serverEvents(options);
+    } catch (err) {
+      log(`cannot read the server's event catalogue: ${err.details || err.message}`);
+      process.exitCode = 1;
+      return;
+    }
+    if (options.listEvents) {
+      for (const e of events) {
+        process.stdout.write(`${JSON.stringify({name: e.name, stage: e.stage, modes: e.modes, mutations: e.mutations})}\n`);
+      }
+      return;
+    }
+    const known = new Set(events.map((e) => e.name));
+    const unknown = options.events.filter((name) => !known.has(name));
+    if (unknown.length > 0) {
+      log(`--events: unknown event ${unknown.join(', ')}; the server's events: ${[...known].join(', ')}`);
+      process.exitCode = 2;
+      return;
+    }
   }
   const follower = new Follower(options);
   for (const signal of ['SIGINT', 'SIGTERM']) {

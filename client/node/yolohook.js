@@ -15,6 +15,7 @@ const PROTO_FILES = [
   'yolohook/v1/jobs.proto',
   'yolohook/v1/callbacks.proto',
   'yolohook/v1/predict.proto',
+  'yolohook/v1/info.proto',
 ];
 
 // Field names as written in the .proto files (snake_case), int64 as Number
@@ -54,7 +55,7 @@ function callMetadata(token) {
 // The largest message a client accepts (events with inline images).
 const MAX_MESSAGE_BYTES = 64 << 20;
 
-// Clients of JobService, HookService and PredictService on `target`
+// Clients of JobService, HookService, PredictService and InfoService on `target`
 // (HOST:PORT). Plaintext, or TLS when `tls.ca` names the PEM file of the CA that
 // signed the server's certificate (mutual TLS adds `tls.cert` and `tls.key`).
 function connect(target, tls = {}) {
@@ -72,10 +73,12 @@ function connect(target, tls = {}) {
     jobs: new v1.JobService(target, credentials, options),
     callbacks: new v1.HookService(target, credentials, options),
     predict: new v1.PredictService(target, credentials, options),
+    info: new v1.InfoService(target, credentials, options),
     close() {
       this.jobs.close();
       this.callbacks.close();
       this.predict.close();
+      this.info.close();
     },
   };
 }

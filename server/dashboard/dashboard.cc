@@ -171,6 +171,8 @@ void Dashboard::Register(http::Server& server) {
   server.Handle("GET", "/", [this](const http::Request& r) { return Page(r); });
   server.Handle("GET", "/api/whoami",
                 [this](const http::Request& r) { return WhoAmI(r); });
+  server.Handle("GET", "/api/info",
+                [this](const http::Request& r) { return Info(r); });
   server.Handle("GET", "/api/jobs",
                 [this](const http::Request& r) { return ListJobs(r); });
   server.Handle("POST", "/api/jobs",
@@ -240,6 +242,12 @@ http::Response Dashboard::WhoAmI(const http::Request& request) const {
               absl::StrCat("{\"name\":", Quote(who->name), ",\"role\":",
                            Quote(auth::RoleName(who->role)), ",\"auth\":",
                            options_.tokens != nullptr ? "true" : "false", "}"));
+}
+
+http::Response Dashboard::Info(const http::Request& request) const {
+  absl::StatusOr<auth::Principal> who = Authorize(request, auth::Role::kViewer);
+  if (!who.ok()) return Error(who.status());
+  return Json(200, ProtoJson(options_.info));
 }
 
 http::Response Dashboard::ListJobs(const http::Request& request) const {

@@ -4,6 +4,8 @@
 //
 //   GET  /                        the page (index.html, app.js, style.css)
 //   GET  /api/whoami              {"name", "role", "auth"} of the caller
+//   GET  /api/info                ServerInfo: the event catalogue, job
+//                                 arguments, hyperparameters, limits
 //   GET  /api/jobs                ListJobsResponse (?state=RUNNING,QUEUED
 //                                 &page_size=N&page_token=T); no results
 //   POST /api/jobs                SubmitJobRequest -> Job       (operator)
@@ -44,6 +46,7 @@
 #include "server/events/event_bus.h"
 #include "server/http/http_server.h"
 #include "server/jobs/job_manager.h"
+#include "yolohook/v1/info.pb.h"
 
 namespace yolohook::dashboard {
 
@@ -64,6 +67,8 @@ class Dashboard {
     // An SSE comment is sent after this much silence, so that proxies keep
     // the stream open and a vanished browser is noticed.
     absl::Duration heartbeat = absl::Seconds(15);
+    // What GET /api/info answers (the server's catalogue and limits).
+    v1::ServerInfo info;
   };
 
   explicit Dashboard(Options options);
@@ -79,6 +84,7 @@ class Dashboard {
 
   http::Response Page(const http::Request& request) const;
   http::Response WhoAmI(const http::Request& request) const;
+  http::Response Info(const http::Request& request) const;
   http::Response ListJobs(const http::Request& request) const;
   http::Response SubmitJob(const http::Request& request) const;
   http::Response GetJob(const http::Request& request) const;

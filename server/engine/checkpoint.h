@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/nn/model.h"
 
 namespace yolohook::engine {

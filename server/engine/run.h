@@ -14,7 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "server/callbacks/callbacks.h"
 #include "server/callbacks/state.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 
 namespace yolohook::engine {
 

@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/callbacks/state.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/data/dataset.h"
 #include "server/engine/run.h"
 

@@ -4,7 +4,7 @@
 #define YOLOHOOK_SERVER_ENGINE_TRAINER_H_
 
 #include "absl/status/statusor.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/run.h"
 
 namespace yolohook::engine {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/data/dataset.h"
 #include "server/engine/data/loader.h"
 #include "server/engine/inference_model.h"

@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/callbacks/callbacks.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/engine/run.h"
 
 namespace yolohook::engine {

@@ -2,14 +2,17 @@
 // event, how each is checked, and how it is applied to the event's state.
 #include "server/events/mutations.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/config.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.h"
 #include "server/common/limits.h"
 #include "server/common/status_macros.h"
+#include "server/engine/config.h"
 #include "server/wire/conversions.h"
 
 namespace yolohook::events {
@@ -78,18 +81,61 @@ absl::Status ValidateResult(const v1::Result& r, size_t index,
 
 }  // namespace
 
+const std::vector<v1::Mutation::KindCase>& AllowedMutations(Event event) {
+  using K = v1::Mutation::KindCase;
+  static const auto* table = [] {
+    auto* t = new std::vector<std::vector<K>>(kNumEvents);
+    for (Event e : AllEvents()) {
+      std::vector<K>& kinds = (*t)[static_cast<size_t>(e)];
+      if (e == Event::kOnPredictPostprocessEnd ||
+          e == Event::kOnPredictBatchEnd) {
+        kinds.push_back(v1::Mutation::kReplaceResults);
+      }
+      if (StageOf(e) == Stage::kTrainer) {
+        kinds.insert(kinds.end(),
+                     {v1::Mutation::kLogMetrics, v1::Mutation::kStopTraining,
+                      v1::Mutation::kSetHyperparameters});
+      }
+      kinds.push_back(v1::Mutation::kFailJob);
+    }
+    return t;
+  }();
+  return (*table)[static_cast<size_t>(event)];
+}
+
+std::string MutationName(v1::Mutation::KindCase kind) {
+  const google::protobuf::FieldDescriptor* field =
+      v1::Mutation::descriptor()->FindFieldByNumber(static_cast<int>(kind));
+  return field == nullptr
+             ? absl::StrCat("mutation kind ", static_cast<int>(kind))
+             : field->name();
+}
+
 absl::Status ValidateMutation(const v1::Mutation& mutation,
                               const EventContext& ctx) {
   const absl::string_view event_name = EventName(ctx.event);
+  if (mutation.kind_case() == v1::Mutation::KIND_NOT_SET) {
+    return absl::InvalidArgumentError("mutation has no kind set");
+  }
+  const std::vector<v1::Mutation::KindCase>& allowed =
+      AllowedMutations(ctx.event);
+  const bool state_present =
+      mutation.kind_case() == v1::Mutation::kReplaceResults
+          ? ctx.predictor != nullptr
+      : mutation.kind_case() == v1::Mutation::kFailJob ? true
+                                                       : IsTrainerEvent(ctx);
+  if (std::find(allowed.begin(), allowed.end(), mutation.kind_case()) ==
+          allowed.end() ||
+      !state_present) {
+    std::vector<std::string> names;
+    for (v1::Mutation::KindCase kind : allowed)
+      names.push_back(MutationName(kind));
+    return absl::FailedPreconditionError(absl::StrCat(
+        MutationName(mutation.kind_case()), " is not allowed at ", event_name,
+        " (allowed there: ", absl::StrJoin(names, ", "), ")"));
+  }
   switch (mutation.kind_case()) {
     case v1::Mutation::kReplaceResults: {
-      if ((ctx.event != Event::kOnPredictPostprocessEnd &&
-           ctx.event != Event::kOnPredictBatchEnd) ||
-          ctx.predictor == nullptr) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "replace_results is not allowed at ", event_name,
-            " (only on_predict_postprocess_end and on_predict_batch_end)"));
-      }
       const PredictorState& state = *ctx.predictor;
       const size_t batch = !state.paths.empty()    ? state.paths.size()
                            : !state.frames.empty() ? state.frames.size()
@@ -109,11 +155,6 @@ absl::Status ValidateMutation(const v1::Mutation& mutation,
       return absl::OkStatus();
     }
     case v1::Mutation::kLogMetrics: {
-      if (!IsTrainerEvent(ctx)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("log_metrics is not allowed at ", event_name,
-                         " (trainer events only)"));
-      }
       YH_RETURN_IF_ERROR(
           CheckCount("log_metrics.metrics",
                      static_cast<size_t>(mutation.log_metrics().metrics_size()),
@@ -134,19 +175,9 @@ absl::Status ValidateMutation(const v1::Mutation& mutation,
       return absl::OkStatus();
     }
     case v1::Mutation::kStopTraining:
-      if (!IsTrainerEvent(ctx)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("stop_training is not allowed at ", event_name,
-                         " (trainer events only)"));
-      }
       return CheckLength("stop_training.reason",
                          mutation.stop_training().reason(), kMaxTextBytes);
     case v1::Mutation::kSetHyperparameters: {
-      if (!IsTrainerEvent(ctx)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("set_hyperparameters is not allowed at ", event_name,
-                         " (trainer events only)"));
-      }
       YH_RETURN_IF_ERROR(CheckCount(
           "set_hyperparameters.values",
           static_cast<size_t>(mutation.set_hyperparameters().values_size()),

@@ -6,8 +6,8 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/config.h"
 #include "server/common/status_macros.h"
+#include "server/engine/config.h"
 #include "server/engine/exporter.h"
 #include "server/engine/predictor.h"
 #include "server/engine/trainer.h"

@@ -13,7 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/callbacks/state.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "yolohook/v1/jobs.pb.h"
 
 namespace yolohook::jobs {

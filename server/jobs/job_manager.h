@@ -21,12 +21,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/callbacks/callbacks.h"
-#include "server/common/config.h"
-#include "server/common/paths.h"
+#include "server/engine/config.h"
 #include "server/engine/run.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/job.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/paths.h"
 
 namespace yolohook::jobs {
 

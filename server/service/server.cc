@@ -6,53 +6,23 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <opencv2/imgcodecs.hpp>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/common/config.h"
 #include "server/common/dir_lock.h"
-#include "server/common/paths.h"
 #include "server/common/status_macros.h"
+#include "server/engine/config.h"
 #include "server/engine/data/dataset_yaml.h"
+#include "server/engine/data/frames.h"
 #include "server/jobs/engine_runner.h"
+#include "server/jobs/paths.h"
 #include "server/service/hook_service.h"
+#include "server/service/info_service.h"
 #include "server/service/job_service.h"
 
 namespace yolohook::service {
-namespace {
-
-// Every file a data.yaml names, for PathPolicy: the dataset root, each
-// split's images and the label files beside them.
-absl::StatusOr<std::vector<std::string>> DatasetFilesOf(
-    const std::string& data_yaml) {
-  YH_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::LoadDatasetYaml(data_yaml));
-  std::vector<std::string> files = {spec.root};
-  for (const std::vector<std::string>* split :
-       {&spec.train, &spec.val, &spec.test}) {
-    for (const std::string& image : *split) {
-      files.push_back(image);
-      files.push_back(data::LabelPathFor(image));
-    }
-  }
-  return files;
-}
-
-// Frames for subscriptions that asked for include_images.
-std::string EncodeJpeg(const FrameView& frame) {
-  if (frame.bgr == nullptr || frame.height <= 0 || frame.width <= 0) return "";
-  cv::Mat image(frame.height, frame.width, CV_8UC3,
-                const_cast<uint8_t*>(frame.bgr),
-                static_cast<size_t>(frame.step));
-  std::vector<uint8_t> bytes;
-  if (!cv::imencode(".jpg", image, bytes, {cv::IMWRITE_JPEG_QUALITY, 90}))
-    return "";
-  return std::string(bytes.begin(), bytes.end());
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   std::unique_ptr<Server> s(new Server());
@@ -106,7 +76,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   bus.default_reply_timeout = options.reply_timeout;
   bus.max_reply_timeout = options.max_reply_timeout;
   bus.log = s->store_.get();
-  bus.encode_jpeg = EncodeJpeg;
+  bus.encode_jpeg = data::EncodeJpeg;
   bus.on_round_trip = [metrics](absl::Duration d) { metrics->RoundTrip(d); };
   bus.max_subscriptions_per_stream =
       std::max<size_t>(options.max_subscriptions, 1);
@@ -141,7 +111,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   YH_ASSIGN_OR_RETURN(
       PathPolicy paths,
       PathPolicy::Create(options.data_dir, options.allowed_roots,
-                         DatasetFilesOf));
+                         data::DatasetFiles));
   mo.paths = std::make_shared<const PathPolicy>(std::move(paths));
   YH_ASSIGN_OR_RETURN(
       s->manager_,
@@ -174,6 +144,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   }
   s->services_.push_back(
       std::make_unique<HookServiceImpl>(s->bus_.get(), s->authorizer_.get()));
+  s->services_.push_back(std::make_unique<InfoServiceImpl>(
+      InfoFor(options), s->authorizer_.get()));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -211,6 +183,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
   return s;
 }
 
+v1::ServerInfo Server::InfoFor(const Options& options) {
+  const std::map<std::string, int64_t> limits = {
+      {"queue_limit", static_cast<int64_t>(options.queue_limit)},
+      {"max_subscriptions",
+       static_cast<int64_t>(std::max<size_t>(options.max_subscriptions, 1))},
+      {"default_reply_timeout_ms",
+       absl::ToInt64Milliseconds(options.reply_timeout)},
+      {"max_reply_timeout_ms",
+       absl::ToInt64Milliseconds(options.max_reply_timeout)},
+      {"max_message_bytes", options.max_message_bytes},
+      {"max_queued", options.max_queued},
+      {"max_images", options.max_images},
+      {"max_image_pixels", options.max_image_pixels},
+  };
+  return MakeServerInfo(limits, !options.token_file.empty());
+}
+
 absl::Status Server::StartDashboard() {
   // The token file was loaded by Start.
   if (tokens_ == nullptr && !IsLoopback(options_.http_listen) &&
@@ -227,6 +216,7 @@ absl::Status Server::StartDashboard() {
   dashboard_options.manager = manager_.get();
   dashboard_options.bus = bus_.get();
   dashboard_options.tokens = tokens_.get();
+  dashboard_options.info = InfoFor(options_);
   dashboard_ = std::make_unique<dashboard::Dashboard>(dashboard_options);
   dashboard_->Register(*dashboard_http_);
   absl::Status started = dashboard_http_->Start();

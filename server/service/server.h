@@ -27,6 +27,7 @@
 #include "server/monitoring/metrics.h"
 #include "server/service/auth.h"
 #include "server/service/server_metrics.h"
+#include "yolohook/v1/info.pb.h"
 
 namespace yolohook::service {
 
@@ -98,6 +99,10 @@ class Server {
   // cannot be bound; INVALID_ARGUMENT for a malformed metrics_listen.
   static absl::StatusOr<std::unique_ptr<Server>> Start(Options options);
   ~Server();
+
+  // What a server started with `options` reports through
+  // InfoService.GetServerInfo and the dashboard's /api/info.
+  static v1::ServerInfo InfoFor(const Options& options);
 
   // The port actually bound.
   int port() const { return port_; }

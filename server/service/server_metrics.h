@@ -7,7 +7,7 @@
 #define YOLOHOOK_SERVER_SERVICE_SERVER_METRICS_H_
 
 #include "absl/time/time.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/job_store.h"
 #include "server/monitoring/metrics.h"

@@ -9,9 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/callbacks/events.h"
-#include "server/common/config.h"
 #include "server/common/limits.h"
 #include "server/common/status_macros.h"
+#include "server/engine/config.h"
 
 namespace yolohook::wire {
 namespace {
@@ -296,6 +296,18 @@ v1::Result ToWire(const Result& result) {
   }
   *out.mutable_names() = NamesToWire(result.names);
   SpeedToWire(result.speed, out.mutable_speed());
+  return out;
+}
+
+v1::ArgumentInfo ToWire(const ArgInfo& arg) {
+  v1::ArgumentInfo out;
+  out.set_name(arg.name);
+  out.set_help(arg.help);
+  out.set_default_value(arg.default_value);
+  out.set_type(arg.type);
+  out.set_min(arg.min);
+  out.set_max(arg.max);
+  out.set_hyperparameter(arg.hyperparameter);
   return out;
 }
 

@@ -17,7 +17,8 @@
 #include "google/protobuf/map.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "server/callbacks/state.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
+#include "yolohook/v1/info.pb.h"
 #include "yolohook/v1/jobs.pb.h"
 #include "yolohook/v1/types.pb.h"
 
@@ -31,6 +32,8 @@ v1::Event ToWire(
     const std::function<std::string(const FrameView&)>& encode_jpeg);
 v1::Result ToWire(const Result& result);
 Result FromWire(const v1::Result& result);
+// A job argument as ServerInfo lists it.
+v1::ArgumentInfo ToWire(const ArgInfo& arg);
 
 // Class names indexed by id <-> the wire's id -> name map. Ids missing from
 // the map become empty names; negative ids are dropped.

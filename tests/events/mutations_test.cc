@@ -197,5 +197,37 @@ TEST_F(MutationTest, FailJobAnywhereAndEmptyMutation) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// One table says what is allowed where; a mutation sent elsewhere is refused
+// naming what that event allows.
+TEST_F(MutationTest, AllowedMutationsPerEvent) {
+  for (Event e : AllEvents()) {
+    std::vector<std::string> names;
+    for (v1::Mutation::KindCase kind : AllowedMutations(e))
+      names.push_back(MutationName(kind));
+    if (e == Event::kOnPredictPostprocessEnd ||
+        e == Event::kOnPredictBatchEnd) {
+      EXPECT_EQ(names,
+                (std::vector<std::string>{"replace_results", "fail_job"}))
+          << EventName(e);
+    } else if (StageOf(e) == Stage::kTrainer) {
+      EXPECT_EQ(names,
+                (std::vector<std::string>{"log_metrics", "stop_training",
+                                          "set_hyperparameters", "fail_job"}))
+          << EventName(e);
+    } else {
+      EXPECT_EQ(names, std::vector<std::string>{"fail_job"}) << EventName(e);
+    }
+  }
+  EventContext val;
+  val.event = Event::kOnValBatchEnd;
+  v1::Mutation stop;
+  stop.mutable_stop_training();
+  const absl::Status status = ValidateMutation(stop, val);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(status.message(),
+            "stop_training is not allowed at on_val_batch_end (allowed there: "
+            "fail_job)");
+}
+
 }  // namespace
 }  // namespace yolohook::events

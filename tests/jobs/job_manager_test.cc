@@ -12,9 +12,9 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/common/paths.h"
 #include "server/events/event_bus.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/paths.h"
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/temp_dir.h"
 

@@ -22,6 +22,7 @@
 #include "server/service/server.h"
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/hook_stream.h"
+#include "tests/testing/server_test.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -38,7 +39,7 @@ constexpr char kViewer[] = "viewer-secret";
 constexpr char kOperator[] = "operator-secret";
 constexpr char kAdmin[] = "admin-secret";
 
-class AuthTest : public ::testing::Test {
+class AuthTest : public testing::ServerTest {
  protected:
   void SetUp() override {
     const std::string tokens = dir_.Sub("tokens.csv");
@@ -47,18 +48,9 @@ class AuthTest : public ::testing::Test {
                           << kOperator << ",ci,operator\n"
                           << kAdmin << ",root,admin\n";
     Server::Options options;
-    options.listen = "127.0.0.1:0";
-    options.data_dir = dir_.Sub("data");
-    options.runner = &runner_;
     options.reply_timeout = absl::Seconds(10);
     options.token_file = tokens;
-    auto server = Server::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel_);
-    predict_ = v1::PredictService::NewStub(channel_);
+    StartServer(options);
   }
 
   static void Authorize(grpc::ClientContext& context,
@@ -148,13 +140,6 @@ class AuthTest : public ::testing::Test {
     sub.set_mode(v1::SUBSCRIPTION_MODE_OBSERVE);
     return sub;
   }
-
-  testing::TempDir dir_;
-  testing::FakeRunner runner_;
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::PredictService::Stub> predict_;
 };
 
 void ExpectMissingToken(const grpc::Status& status) {

@@ -24,6 +24,7 @@
 #include "server/service/server.h"
 #include "tests/testing/hook_stream.h"
 #include "tests/testing/job_calls.h"
+#include "tests/testing/server_test.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_shapes.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
@@ -38,22 +39,15 @@ using ::testing::HasSubstr;
 // Long enough for a tiny training epoch on a busy machine.
 constexpr absl::Duration kWait = absl::Seconds(120);
 
-class EngineServiceTest : public ::testing::Test {
+class EngineServiceTest : public testing::ServerTest {
  protected:
   void SetUp() override {
     ASSERT_TRUE(testing::MakeTinyShapes(dir_.Sub("shapes")).ok());
     data_ = dir_.Sub("shapes") + "/data.yaml";
     Server::Options options;
-    options.listen = "127.0.0.1:0";
     options.data_dir = dir_.path();
     options.threads = 2;
-    auto server = Server::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel_);
-    predict_ = v1::PredictService::NewStub(channel_);
+    StartServer(options, /*real_engine=*/true);
   }
 
   // A tiny training run: 8 images of 64 px in 2 batches of 4, the smallest
@@ -146,12 +140,7 @@ class EngineServiceTest : public ::testing::Test {
     return "";
   }
 
-  testing::TempDir dir_;
   std::string data_;
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::PredictService::Stub> predict_;
 };
 
 TEST_F(EngineServiceTest, EveryModesEventsArriveInOrderWithGapFreeSeq) {

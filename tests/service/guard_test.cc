@@ -19,6 +19,7 @@
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/hook_stream.h"
 #include "tests/testing/job_calls.h"
+#include "tests/testing/server_test.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -42,24 +43,11 @@ std::string PngHeader(uint32_t width, uint32_t height) {
   return png;
 }
 
-class GuardTest : public ::testing::Test {
+class GuardTest : public testing::ServerTest {
  protected:
   void Start(Server::Options options = {}) {
-    options.listen = "127.0.0.1:0";
-    options.data_dir = dir_.Sub("data");
-    options.runner = &runner_;
     options.reply_timeout = absl::Seconds(30);
-    options.log = [this](absl::string_view line) {
-      absl::MutexLock lock(&mu_);
-      log_.emplace_back(line);
-    };
-    auto server = Server::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel_);
-    predict_ = v1::PredictService::NewStub(channel_);
+    StartServer(options);
   }
 
   grpc::Status Submit(v1::Mode mode,
@@ -83,25 +71,6 @@ class GuardTest : public ::testing::Test {
     grpc::ClientContext context;
     return predict_->Predict(&context, request, &response);
   }
-
-  std::vector<std::string> LinesOf(const std::string& job_id) {
-    absl::MutexLock lock(&mu_);
-    std::vector<std::string> out;
-    for (const std::string& line : log_) {
-      if (absl::StartsWith(line, absl::StrCat("[", job_id, "] ")))
-        out.push_back(line.substr(job_id.size() + 3));
-    }
-    return out;
-  }
-
-  testing::TempDir dir_;
-  testing::FakeRunner runner_;
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::PredictService::Stub> predict_;
-  absl::Mutex mu_;
-  std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
 };
 
 TEST_F(GuardTest, PathsOutsideTheRootsAreRefused) {
@@ -296,7 +265,7 @@ TEST_F(GuardTest, AppliedAndRejectedRepliesAreAudited) {
   testing::WaitJobDone(*server_, *jobs_, job.id(), absl::Seconds(30));
 
   std::vector<std::string> audit;
-  for (const std::string& line : LinesOf(job.id())) {
+  for (const std::string& line : LogOf(job.id())) {
     if (absl::StartsWith(line, "audit: ")) audit.push_back(line);
   }
   ASSERT_EQ(audit.size(), 2u);
@@ -326,16 +295,16 @@ TEST_F(GuardTest, JobStateChangesAreLogged) {
   ASSERT_TRUE(jobs_->CancelJob(&context, cancel, &cancelled).ok());
   testing::WaitJobDone(*server_, *jobs_, fine.id(), absl::Seconds(30));
 
-  std::vector<std::string> b = LinesOf(blocked.id());
+  std::vector<std::string> b = LogOf(blocked.id());
   ASSERT_EQ(b.size(), 3u);
   EXPECT_EQ(b[0], "train QUEUED, position 1");
   EXPECT_EQ(b[1], "train RUNNING");
   EXPECT_THAT(b[2], StartsWith("train CANCELLED after "));
   EXPECT_THAT(b[2], HasSubstr(": CancelJob by ipv4:127.0.0.1:"));
-  EXPECT_THAT(LinesOf(failing.id()),
+  EXPECT_THAT(LogOf(failing.id()),
               Contains(::testing::AllOf(StartsWith("train FAILED after "),
                                         HasSubstr("dataset exploded"))));
-  std::vector<std::string> f = LinesOf(fine.id());
+  std::vector<std::string> f = LogOf(fine.id());
   ASSERT_EQ(f.size(), 3u);
   EXPECT_THAT(f[0], StartsWith("val QUEUED, position "));
   EXPECT_EQ(f[1], "val RUNNING");

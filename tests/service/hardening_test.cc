@@ -22,6 +22,8 @@
 #include "server/service/server.h"
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/hook_stream.h"
+#include "tests/testing/job_calls.h"
+#include "tests/testing/server_test.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -37,37 +39,15 @@ using ::testing::Not;
 // what follows.
 const char kGarbage[] = "\x0a\xff\xff\xff\x0f\x01";
 
-class HardeningTest : public ::testing::Test {
+class HardeningTest : public testing::ServerTest {
  protected:
   void SetUp() override { Start(); }
 
   void Start(const std::string& token_file = "") {
     Server::Options options;
-    options.listen = "127.0.0.1:0";
-    options.data_dir = dir_.Sub("data");
-    options.runner = &runner_;
     options.token_file = token_file;
     options.token_file_check = absl::Milliseconds(20);
-    options.log = [this](absl::string_view line) {
-      absl::MutexLock lock(&log_mu_);
-      log_.emplace_back(line);
-    };
-    auto server = Server::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel_);
-  }
-
-  void Stop() {
-    server_->Shutdown();
-    server_.reset();
-  }
-
-  std::vector<std::string> Log() {
-    absl::MutexLock lock(&log_mu_);
-    return log_;
+    StartServer(options);
   }
 
   grpc::Status ListJobs(const std::string& token, int page_size = 0) {
@@ -102,25 +82,8 @@ class HardeningTest : public ::testing::Test {
   }
 
   v1::Job WaitDone(const std::string& id) {
-    for (int i = 0; i < 3000; ++i) {
-      v1::Job job = Get(id);
-      if (job.state() != v1::JOB_STATE_QUEUED &&
-          job.state() != v1::JOB_STATE_RUNNING) {
-        return job;
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    ADD_FAILURE() << "job " << id << " did not finish";
-    return {};
+    return testing::WaitJobDone(*server_, *jobs_, id, absl::Seconds(30));
   }
-
-  testing::TempDir dir_;
-  testing::FakeRunner runner_;
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  absl::Mutex log_mu_;
-  std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
 };
 
 // Every method of every service, from the descriptors: methods added later
@@ -286,7 +249,7 @@ TEST_F(HardeningTest, OneServerPerDataDirectory) {
 }
 
 TEST_F(HardeningTest, ReloadedTokensTakeEffectAndRevokedStreamsEnd) {
-  Stop();
+  StopServer();
   const std::string tokens = dir_.Sub("tokens.csv");
   std::ofstream(tokens) << "old-secret,alice,viewer\nkept-secret,bob,viewer\n";
   Start(tokens);

@@ -20,6 +20,7 @@
 #include "tests/testing/hook_stream.h"
 #include "tests/testing/http_client.h"
 #include "tests/testing/job_calls.h"
+#include "tests/testing/server_test.h"
 #include "tests/testing/temp_dir.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
@@ -43,23 +44,15 @@ std::map<std::string, double> ParseSamples(const std::string& text) {
   return samples;
 }
 
-class MetricsServiceTest : public ::testing::Test {
+class MetricsServiceTest : public testing::ServerTest {
  protected:
   void SetUp() override {
     Server::Options options;
-    options.listen = "127.0.0.1:0";
     options.metrics_listen = "127.0.0.1:0";
     options.data_dir = dir_.path();
-    options.runner = &runner_;
     options.reply_timeout = absl::Milliseconds(300);
-    auto server = Server::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
+    StartServer(options);
     ASSERT_NE(server_->metrics_port(), 0);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel_);
-    predict_ = v1::PredictService::NewStub(channel_);
   }
 
   // Scrapes /metrics over HTTP.
@@ -71,13 +64,6 @@ class MetricsServiceTest : public ::testing::Test {
               "text/plain; version=0.0.4; charset=utf-8");
     return ParseSamples(response.body);
   }
-
-  testing::TempDir dir_;
-  testing::FakeRunner runner_;
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::PredictService::Stub> predict_;
 };
 
 TEST_F(MetricsServiceTest, CountersAndHistogramsFollowJobsAndSubscribers) {

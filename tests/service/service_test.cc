@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,7 +18,9 @@
 #include "tests/testing/fake_runner.h"
 #include "tests/testing/hook_stream.h"
 #include "tests/testing/job_calls.h"
+#include "tests/testing/server_test.h"
 #include "tests/testing/temp_dir.h"
+#include "yolohook/v1/info.grpc.pb.h"
 #include "yolohook/v1/jobs.grpc.pb.h"
 #include "yolohook/v1/predict.grpc.pb.h"
 
@@ -28,24 +31,16 @@ using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using testing::HookStream;
 
-class ServiceTest : public ::testing::Test {
+class ServiceTest : public testing::ServerTest {
  protected:
-  void SetUp() override { StartServer(); }
+  void SetUp() override { Start(); }
 
-  void StartServer(size_t queue_limit = 1024) {
+  void Start(size_t queue_limit = 1024) {
     Server::Options options;
-    options.listen = "127.0.0.1:0";
     options.data_dir = dir_.path();
-    options.runner = &runner_;
     options.reply_timeout = absl::Milliseconds(300);
     options.queue_limit = queue_limit;
-    auto server = Server::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel_);
-    predict_ = v1::PredictService::NewStub(channel_);
+    StartServer(options);
   }
 
   // A channel whose streams get a fixed 64 KiB flow-control window (no BDP
@@ -127,14 +122,49 @@ class ServiceTest : public ::testing::Test {
     }
     return events;
   }
-
-  testing::TempDir dir_;
-  testing::FakeRunner runner_;
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::PredictService::Stub> predict_;
 };
+
+// The catalogue comes from the tables the server enforces: the events in
+// Ultralytics' order with what may be changed at each, the arguments with
+// their ranges, and the limits the server was started with.
+TEST_F(ServiceTest, ServerInfoReportsTheCatalogueAndLimits) {
+  grpc::ClientContext context;
+  v1::ServerInfo info;
+  grpc::Status status =
+      info_->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(info.api(), "v1");
+  EXPECT_FALSE(info.version().empty());
+  ASSERT_EQ(info.events_size(), kNumEvents);
+  for (int i = 0; i < kNumEvents; ++i) {
+    EXPECT_EQ(info.events(i).name(), EventName(AllEvents()[i]));
+  }
+  const v1::EventInfo& postprocess =
+      info.events(static_cast<int>(Event::kOnPredictPostprocessEnd));
+  EXPECT_EQ(postprocess.stage(), "predictor");
+  EXPECT_THAT(postprocess.mutations(),
+              ::testing::ElementsAre("replace_results", "fail_job"));
+  EXPECT_THAT(postprocess.modes(), ::testing::ElementsAre(v1::MODE_PREDICT));
+  const v1::EventInfo& val_end =
+      info.events(static_cast<int>(Event::kOnValEnd));
+  EXPECT_THAT(val_end.modes(),
+              ::testing::ElementsAre(v1::MODE_TRAIN, v1::MODE_VAL));
+  EXPECT_THAT(val_end.mutations(), ::testing::ElementsAre("fail_job"));
+  std::map<std::string, v1::ArgumentInfo> args;
+  for (const v1::ArgumentInfo& a : info.arguments()) args[a.name()] = a;
+  ASSERT_TRUE(args.count("lr0"));
+  EXPECT_TRUE(args["lr0"].hyperparameter());
+  EXPECT_EQ(args["lr0"].type(), "float");
+  EXPECT_EQ(args["lr0"].min(), 0);
+  EXPECT_EQ(args["lr0"].max(), 10);
+  EXPECT_EQ(args["epochs"].default_value(), "100");
+  EXPECT_FALSE(args["epochs"].hyperparameter());
+  EXPECT_EQ(args["model"].type(), "string");
+  EXPECT_EQ(info.limits().at("queue_limit"), 1024);
+  EXPECT_EQ(info.limits().at("default_reply_timeout_ms"), 300);
+  EXPECT_EQ(info.limits().at("max_id_bytes"), 128);
+  EXPECT_FALSE(info.auth());
+}
 
 TEST_F(ServiceTest, ObserverSeesEveryEventInOrderWithGapFreeSeq) {
   HookStream stream(channel_);
@@ -360,9 +390,7 @@ TEST_F(ServiceTest, LateObserverReplaysFromSeqAndRestartKeepsHistory) {
   EXPECT_EQ(replay_all(3), expected);
 
   // A new server on the same data directory keeps the job and its events.
-  server_->Shutdown();
-  server_.reset();
-  StartServer();
+  Start();
   v1::Job again = WaitDone(job.id());
   EXPECT_EQ(again.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(replay_all(3), expected);
@@ -392,9 +420,7 @@ TEST_F(ServiceTest, BadSubmissionsAreExplained) {
 }
 
 TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
-  server_->Shutdown();
-  server_.reset();
-  StartServer(/*queue_limit=*/8);
+  Start(/*queue_limit=*/8);
   HookStream stream(NarrowChannel());
   v1::Subscribe sub;
   sub.set_subscription_id("slow");
@@ -453,9 +479,7 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
 }
 
 TEST_F(ServiceTest, ObserverResumingWhileTheJobRunsGoesFromReplayToLive) {
-  server_->Shutdown();
-  server_.reset();
-  StartServer(/*queue_limit=*/8);
+  Start(/*queue_limit=*/8);
   // An interceptor holds the job at on_train_end, after thousands of events.
   HookStream holder(channel_);
   v1::Subscribe hold;

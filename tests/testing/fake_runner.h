@@ -47,8 +47,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/callbacks/state.h"
-#include "server/common/config.h"
 #include "server/common/status_macros.h"
+#include "server/engine/config.h"
 #include "server/jobs/job_manager.h"
 
 namespace yolohook::testing {

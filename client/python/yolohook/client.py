@@ -29,6 +29,8 @@ import grpc
 from yolohook import events as _events
 from yolohook.v1 import callbacks_pb2
 from yolohook.v1 import callbacks_pb2_grpc
+from yolohook.v1 import info_pb2
+from yolohook.v1 import info_pb2_grpc
 from yolohook.v1 import jobs_pb2
 from yolohook.v1 import jobs_pb2_grpc
 from yolohook.v1 import predict_pb2
@@ -367,6 +369,8 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(target, options=options)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._info = info_pb2_grpc.InfoServiceStub(self._channel)
+        self._server_info = None
         self._predict = predict_pb2_grpc.PredictServiceStub(self._channel)
         self._callbacks = callbacks_pb2_grpc.HookServiceStub(self._channel)
 
@@ -458,6 +462,16 @@ class Client:
     def cancel(self, job_id):
         """Cancels a job; YolohookError FAILED_PRECONDITION if it already finished."""
         return Job(self, self._cancel(_job_ids(job_id)[0]))
+
+    def server_info(self):
+        """What the server offers: a ``yolohook.v1.ServerInfo`` with its version,
+        ``events`` (each event's name, stage, modes and the mutations an
+        interceptor may send there), ``arguments`` (job arguments, with
+        ``hyperparameter`` set on those a callback may change, within
+        ``min``..``max``) and ``limits`` by name. Asked once, then cached."""
+        if self._server_info is None:
+            self._server_info = self._call(self._info.GetServerInfo, info_pb2.GetServerInfoRequest())
+        return self._server_info
 
     def jobs(self, states=None, labels=None, limit=None):
         """Jobs, newest first: only in ``states`` (names) and carrying ``labels``."""

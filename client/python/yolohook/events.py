@@ -10,40 +10,38 @@ the event with what it carried and returns the Reply's mutations.
 """
 
 import datetime
+import json
 import math
+import os
 
 from google.protobuf import json_format
 
 from yolohook.v1 import types_pb2
 
-# Ultralytics' 25 callback events, in the order the engine declares them.
-EVENT_NAMES = (
-    "on_pretrain_routine_start",
-    "on_pretrain_routine_end",
-    "on_train_start",
-    "on_train_epoch_start",
-    "on_train_batch_start",
-    "optimizer_step",
-    "on_before_zero_grad",
-    "on_train_batch_end",
-    "on_train_epoch_end",
-    "on_fit_epoch_end",
-    "on_model_save",
-    "on_train_end",
-    "on_params_update",
-    "teardown",
-    "on_val_start",
-    "on_val_batch_start",
-    "on_val_batch_end",
-    "on_val_end",
-    "on_predict_start",
-    "on_predict_batch_start",
-    "on_predict_postprocess_end",
-    "on_predict_batch_end",
-    "on_predict_end",
-    "on_export_start",
-    "on_export_end",
-)
+
+
+def _event_names():
+    """The event names of the catalogue the build wrote beside this file.
+
+    yolohookd is the source: ``yolohookd --print_server_info`` writes what its
+    GetServerInfo answers into server_info.json when the package is built, so
+    names can be checked before any server is reached (Client.server_info()
+    asks a running server).
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_info.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except OSError as e:
+        raise ImportError(
+            "%s is missing: build the package (cmake builds it from yolohookd "
+            "--print_server_info; see README.md)" % path
+        ) from e
+    return tuple(event["name"] for event in info["events"])
+
+
+# Ultralytics' 25 callback events, in the order the server lists them.
+EVENT_NAMES = _event_names()
 
 
 def check_event_names(names):

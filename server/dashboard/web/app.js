@@ -8,16 +8,6 @@
   const TOKEN_KEY = 'yolohook.token';
   const POLL_MS = 2000;
   const MAX_EVENT_ROWS = 400;
-  const EVENT_NAMES = [
-    'on_pretrain_routine_start', 'on_pretrain_routine_end', 'on_train_start',
-    'on_train_epoch_start', 'on_train_batch_start', 'optimizer_step',
-    'on_before_zero_grad', 'on_train_batch_end', 'on_train_epoch_end',
-    'on_fit_epoch_end', 'on_model_save', 'on_train_end', 'on_params_update',
-    'teardown', 'on_val_start', 'on_val_batch_start', 'on_val_batch_end',
-    'on_val_end', 'on_predict_start', 'on_predict_batch_start',
-    'on_predict_postprocess_end', 'on_predict_batch_end', 'on_predict_end',
-    'on_export_start', 'on_export_end',
-  ];
   const LOSS_COLORS = ['#2563eb', '#dc2626', '#16a34a'];
   const METRICS = [
     ['P', 'metrics/precision(B)', '#7c3aed'],
@@ -36,6 +26,7 @@
   const dash = {
     token: '',
     principal: null,   // {name, role, auth} from api/whoami
+    info: null,        // ServerInfo from api/info: the event catalogue, arguments, limits
     jobs: [],
     job: null,         // the selected job's record
     jobId: '',
@@ -265,10 +256,21 @@
       }
       if (opening !== dash.opening || dash.jobId !== id) return;  // superseded
     }
+    if (!dash.info) {
+      // The server names its events: the stream listens for each of them.
+      try {
+        dash.info = await api('GET', 'api/info');
+      } catch (e) {
+        setTimeout(() => { if (dash.jobId === id && !dash.stream) openStream(); }, dash.retryMs);
+        dash.retryMs = Math.min(dash.retryMs * 2, 10000);
+        return;
+      }
+      if (opening !== dash.opening || dash.jobId !== id) return;  // superseded
+    }
     const es = new EventSource(url);
     dash.stream = es;
     es.onopen = () => { dash.connects++; dash.retryMs = 1000; };
-    for (const name of EVENT_NAMES) es.addEventListener(name, onEvent);
+    for (const event of dash.info.events) es.addEventListener(event.name, onEvent);
     es.addEventListener('end', (e) => {
       // The job finished: nothing more will come on this stream.
       closeStream();

@@ -344,4 +344,17 @@ std::string LabelPathFor(const std::string& image_path) {
   return path + ".txt";
 }
 
+absl::StatusOr<std::vector<std::string>> DatasetFiles(const std::string& path) {
+  YH_ASSIGN_OR_RETURN(DatasetSpec spec, LoadDatasetYaml(path));
+  std::vector<std::string> files = {spec.root};
+  for (const std::vector<std::string>* split :
+       {&spec.train, &spec.val, &spec.test}) {
+    for (const std::string& image : *split) {
+      files.push_back(image);
+      files.push_back(LabelPathFor(image));
+    }
+  }
+  return files;
+}
+
 }  // namespace yolohook::data

@@ -54,6 +54,11 @@ absl::StatusOr<DatasetSpec> LoadDatasetYaml(const std::string& path);
 absl::StatusOr<std::string> ResolveDataYaml(const std::string& data,
                                             const std::string& data_dir);
 
+// Every file a data.yaml at `path` names: the dataset root, each split's
+// images and the label files beside them (for checking that a job's data
+// stays within the directories it may read). Errors: LoadDatasetYaml's.
+absl::StatusOr<std::vector<std::string>> DatasetFiles(const std::string& path);
+
 // The label file of an image, by Ultralytics' rule: the last "/images/"
 // component becomes "/labels/" and the extension ".txt". An image outside any
 // "images" directory has its label file beside it.

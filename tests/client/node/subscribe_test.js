@@ -213,11 +213,19 @@ test('a finished job replays only the named events, then subscribe exits', {time
   assert.equal(out[1].seq, trainJob.last_seq - 1);
 });
 
-test('a bad event name is refused with the server\'s reason', {timeout: 60000}, async () => {
+test('event names are checked against the server\'s catalogue', {timeout: 60000}, async () => {
   assert.ok(trainJob, 'needs the train job');
   const {code, err} = await subscribe([`--server=${address}`, trainJob.id, '--events=on_train_ends']).done;
-  assert.equal(code, 1);
-  assert.ok(err.some((l) => l.includes('on_train_ends')), err.join('\n'));
+  assert.equal(code, 2);
+  assert.ok(err.some((l) => l.includes('unknown event on_train_ends') && l.includes('on_train_end,')),
+      err.join('\n'));
+  const listed = await subscribe([`--server=${address}`, '--list_events']).done;
+  assert.equal(listed.code, 0, listed.err.join('\n'));
+  assert.equal(listed.out.length, 25);
+  const byName = Object.fromEntries(listed.out.map((e) => [e.name, e]));
+  assert.deepEqual(byName.on_predict_postprocess_end.mutations, ['replace_results', 'fail_job']);
+  assert.deepEqual(byName.on_val_batch_end.modes, ['MODE_TRAIN', 'MODE_VAL']);
+  assert.equal(byName.on_train_epoch_end.stage, 'trainer');
 });
 
 test('--intercept removes a class from a predict job\'s results', {timeout: 120000}, async () => {

@@ -334,6 +334,21 @@ class ServerTest(unittest.TestCase):
             self.client.add_callback("on_fit_epoch_end", print, jobs="job-none", observe=True)
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
 
+    def test_server_info_is_the_catalogue_the_package_was_built_with(self):
+        info = self.client.server_info()
+        self.assertEqual(tuple(e.name for e in info.events), yolohook.EVENT_NAMES)
+        self.assertEqual(len(info.events), 25)
+        events = {e.name: e for e in info.events}
+        self.assertEqual(list(events["on_predict_postprocess_end"].mutations), ["replace_results", "fail_job"])
+        self.assertIn("stop_training", events["on_train_epoch_end"].mutations)
+        self.assertEqual(list(events["on_val_end"].mutations), ["fail_job"])
+        args = {a.name: a for a in info.arguments}
+        self.assertTrue(args["lr0"].hyperparameter)
+        self.assertEqual((args["lr0"].min, args["lr0"].max), (0.0, 10.0))
+        self.assertFalse(args["epochs"].hyperparameter)
+        self.assertGreater(info.limits["queue_limit"], 0)
+        self.assertEqual(info.limits["max_id_bytes"], 128)
+
 
 def serves_tokens():
     """Whether this yolohookd authenticates clients (--token_file)."""

@@ -1,4 +1,4 @@
-#include "server/common/sources.h"
+#include "server/engine/data/sources.h"
 
 #include <glob.h>
 

@@ -1,6 +1,6 @@
 // Predict sources: files, folders, globs and lists, and the errors that name
 // what is wrong.
-#include "server/common/sources.h"
+#include "server/engine/data/sources.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,12 +1,12 @@
-#include "server/common/paths.h"
+#include "server/jobs/paths.h"
 
 #include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/common/sources.h"
 #include "server/common/status_macros.h"
+#include "server/engine/data/sources.h"
 
 namespace yolohook {
 namespace fs = std::filesystem;

@@ -2,8 +2,8 @@
 // server's allowed roots, so that a client cannot read or write outside them
 // with an absolute path, `..` or a symlink. The server applies it to every job
 // it accepts; local command-line runs do not use it.
-#ifndef YOLOHOOK_SERVER_COMMON_PATHS_H_
-#define YOLOHOOK_SERVER_COMMON_PATHS_H_
+#ifndef YOLOHOOK_SERVER_JOBS_PATHS_H_
+#define YOLOHOOK_SERVER_JOBS_PATHS_H_
 
 #include <filesystem>
 #include <functional>
@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/common/config.h"
+#include "server/engine/config.h"
 
 namespace yolohook {
 
@@ -86,4 +86,4 @@ class PathPolicy {
 
 }  // namespace yolohook
 
-#endif  // YOLOHOOK_SERVER_COMMON_PATHS_H_
+#endif  // YOLOHOOK_SERVER_JOBS_PATHS_H_

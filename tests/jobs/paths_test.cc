@@ -1,4 +1,4 @@
-#include "server/common/paths.h"
+#include "server/jobs/paths.h"
 
 #include <filesystem>
 #include <fstream>

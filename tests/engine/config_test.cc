@@ -1,4 +1,4 @@
-#include "server/common/config.h"
+#include "server/engine/config.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

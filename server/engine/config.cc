@@ -1,4 +1,4 @@
-#include "server/common/config.h"
+#include "server/engine/config.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -294,8 +294,22 @@ const std::vector<ArgInfo>& ArgInfos() {
   static const auto* infos = [] {
     auto* v = new std::vector<ArgInfo>;
     Config defaults;
-    for (const Spec& s : Specs())
-      v->push_back({s.name, s.help, GetValue(s, defaults)});
+    for (const Spec& s : Specs()) {
+      static constexpr const char* kTypes[] = {"string", "int", "float", "bool",
+                                               "int_list"};
+      ArgInfo info{s.name, s.help, GetValue(s, defaults),
+                   kTypes[s.member.index()]};
+      const bool numeric =
+          std::holds_alternative<int Config::*>(s.member) ||
+          std::holds_alternative<double Config::*>(s.member) ||
+          std::holds_alternative<std::vector<int> Config::*>(s.member);
+      if (numeric) {
+        info.min = s.min;
+        info.max = s.max;
+      }
+      info.hyperparameter = s.hyperparameter;
+      v->push_back(std::move(info));
+    }
     return v;
   }();
   return *infos;

@@ -4,8 +4,8 @@
 // remote client sends as SubmitJobRequest.args. Every field is settable by its
 // key=value name through ApplyArgs(); unknown keys and bad values are errors
 // that name the argument (and, for an unknown key, the closest valid one).
-#ifndef YOLOHOOK_SERVER_COMMON_CONFIG_H_
-#define YOLOHOOK_SERVER_COMMON_CONFIG_H_
+#ifndef YOLOHOOK_SERVER_ENGINE_CONFIG_H_
+#define YOLOHOOK_SERVER_ENGINE_CONFIG_H_
 
 #include <map>
 #include <optional>
@@ -120,11 +120,23 @@ struct Config {
   }
 };
 
-// One accepted key=value argument, for help texts and args.yaml.
+// One accepted key=value argument, for help texts, args.yaml and the
+// catalogue a server reports.
 struct ArgInfo {
-  std::string name;  // the key
-  std::string help;  // one line
+  // The key.
+  std::string name;
+  // One line.
+  std::string help;
+  // The default, as text.
   std::string default_value;
+  // "string", "int", "float", "bool" or "int_list".
+  std::string type;
+  // Numbers (and int_list elements): the inclusive range accepted; both 0
+  // otherwise.
+  double min = 0;
+  double max = 0;
+  // Callbacks may change it while training (see HyperparameterNames()).
+  bool hyperparameter = false;
 };
 
 // All keys in the order of args.yaml.
@@ -183,4 +195,4 @@ std::string ClosestMatch(absl::string_view word,
 
 }  // namespace yolohook
 
-#endif  // YOLOHOOK_SERVER_COMMON_CONFIG_H_
+#endif  // YOLOHOOK_SERVER_ENGINE_CONFIG_H_

@@ -2,8 +2,8 @@
 // Ultralytics finds them (a file, a folder, a glob, a .txt list of paths).
 // Shared by the engine, which reads the files, and the command line, which
 // uploads them to a server.
-#ifndef YOLOHOOK_SERVER_COMMON_SOURCES_H_
-#define YOLOHOOK_SERVER_COMMON_SOURCES_H_
+#ifndef YOLOHOOK_SERVER_ENGINE_DATA_SOURCES_H_
+#define YOLOHOOK_SERVER_ENGINE_DATA_SOURCES_H_
 
 #include <string>
 #include <vector>
@@ -41,4 +41,4 @@ absl::StatusOr<ResolvedSource> ResolveSource(const std::string& source);
 
 }  // namespace yolohook
 
-#endif  // YOLOHOOK_SERVER_COMMON_SOURCES_H_
+#endif  // YOLOHOOK_SERVER_ENGINE_DATA_SOURCES_H_

@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/cpp/remote_state.h"
 #include "server/callbacks/callbacks.h"
 #include "server/callbacks/state.h"
 #include "yolohook/v1/callbacks.pb.h"
@@ -39,6 +40,9 @@
 namespace yolohook {
 
 class FrameStream;
+namespace client_internal {
+class ChannelSetup;
+}  // namespace client_internal
 
 // How one remote callback is subscribed.
 struct CallbackOptions {
@@ -263,32 +267,15 @@ class FrameStream {
  private:
   friend class Client;
   class Impl;
+  // A call on `channel` (see Client::PredictStream).
+  static std::unique_ptr<FrameStream> Open(
+      std::shared_ptr<grpc::Channel> channel,
+      const client_internal::ChannelSetup& setup,
+      const std::map<std::string, std::string>& args,
+      const std::map<std::string, std::string>& labels);
   explicit FrameStream(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// The engine's view of a wire event, rebuilt by the client (exposed for tools
-// and tests): ctx points at the member state matching the event's stage, and
-// decoded predictor frames point into frame_pixels.
-struct RemoteEventState {
-  RemoteEventState() = default;
-  RemoteEventState(const RemoteEventState&) = delete;  // ctx points inside
-  RemoteEventState& operator=(const RemoteEventState&) = delete;
-
-  EventContext ctx;
-  TrainerState trainer;
-  ValidatorState validator;
-  PredictorState predictor;
-  ExporterState exporter;
-  std::vector<std::string> frame_pixels;  // BGR bytes behind predictor.frames
-};
-// Fills `state` from `event`. INVALID_ARGUMENT for an unknown event name or a
-// state that does not match the event's stage.
-absl::Status StateFromEvent(const v1::Event& event, RemoteEventState& state);
-// The mutations that turn `before` into what the callback left in `after`
-// (see the file comment). `before` is a fresh copy of the event's state.
-std::vector<v1::Mutation> DiffMutations(const RemoteEventState& before,
-                                        const RemoteEventState& after);
 
 // Reads an image file into an inline image named after the file.
 // INVALID_ARGUMENT naming the file when it cannot be read.

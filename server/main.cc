@@ -43,6 +43,10 @@ ABSL_FLAG(absl::Duration, max_reply_timeout, absl::Seconds(60),
           "the longest wait for one interceptor reply, extensions included");
 ABSL_FLAG(int, queue_limit, 1024,
           "events queued per subscription before it is ended as lagging");
+ABSL_FLAG(int64_t, stream_window, 256,
+          "messages a Connect stream whose client acknowledges them may have "
+          "in flight; beyond it, events wait in the subscriptions' queues "
+          "(--queue_limit)");
 ABSL_FLAG(int, max_message_mb, 64,
           "largest gRPC message accepted (inline images), MiB");
 ABSL_FLAG(std::string, metrics_listen, "",
@@ -133,6 +137,8 @@ int main(int argc, char** argv) {
   options.max_reply_timeout = absl::GetFlag(FLAGS_max_reply_timeout);
   options.queue_limit =
       static_cast<size_t>(std::max(absl::GetFlag(FLAGS_queue_limit), 1));
+  options.stream_window =
+      std::max<int64_t>(absl::GetFlag(FLAGS_stream_window), 1);
   options.max_message_bytes = std::max(absl::GetFlag(FLAGS_max_message_mb), 1)
                               << 20;
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);

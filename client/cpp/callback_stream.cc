@@ -12,6 +12,15 @@ namespace {
 
 thread_local const v1::Event* current_event = nullptr;
 
+// How many messages the client takes between Acks (fewer when it catches up).
+constexpr int64_t kAckEvery = 32;
+
+v1::ClientMessage AckMessage(int64_t taken) {
+  v1::ClientMessage message;
+  message.mutable_ack()->set_taken(taken);
+  return message;
+}
+
 }  // namespace
 
 CallbackStream::CallbackStream(const Client::Options& options,
@@ -231,8 +240,21 @@ std::shared_ptr<CallbackStream::Connection> CallbackStream::Open() {
     current_ = conn;
     subscribes = subs_.SubscribeAll(conn->generation);
   }
+  // Acknowledged delivery first: the server then holds back what this client
+  // does not take.
+  Send(conn, AckMessage(0));
   for (v1::ClientMessage& m : subscribes) Send(conn, std::move(m));
   return conn;
+}
+
+std::optional<v1::ClientMessage> CallbackStream::AckLocked(Connection& conn) {
+  const int64_t taken = conn.received - conn.pending;
+  if (taken - conn.acked >= kAckEvery ||
+      (conn.pending == 0 && taken > conn.acked)) {
+    conn.acked = taken;
+    return AckMessage(taken);
+  }
+  return std::nullopt;
 }
 
 grpc::Status CallbackStream::Close(Connection& conn) {
@@ -259,6 +281,19 @@ grpc::Status CallbackStream::Close(Connection& conn) {
 
 void CallbackStream::Handle(const std::shared_ptr<Connection>& conn,
                             v1::ServerMessage& message) {
+  // Every message counts as received; an event stays pending until its
+  // callbacks ran (Dispatch), the others are taken at once.
+  std::optional<v1::ClientMessage> ack;
+  {
+    absl::MutexLock lock(&mu_);
+    ++conn->received;
+    if (message.has_event()) {
+      ++conn->pending;
+    } else {
+      ack = AckLocked(*conn);
+    }
+  }
+  if (ack.has_value()) Send(conn, *std::move(ack));
   switch (message.kind_case()) {
     case v1::ServerMessage::kSubscribed: {
       absl::MutexLock lock(&mu_);
@@ -272,7 +307,17 @@ void CallbackStream::Handle(const std::shared_ptr<Connection>& conn,
       {
         absl::MutexLock lock(&mu_);
         sub = subs_.FindWire(message.event().subscription_id());
-        if (sub == nullptr || !subs_.Accept(*sub, message.event())) return;
+        if (sub != nullptr && !subs_.Accept(*sub, message.event()))
+          sub = nullptr;
+        if (sub == nullptr) {
+          // Not ours, or a duplicate: taken without a callback.
+          --conn->pending;
+          ack = AckLocked(*conn);
+        }
+      }
+      if (sub == nullptr) {
+        if (ack.has_value()) Send(conn, *std::move(ack));
+        return;
       }
       Item item;
       item.kind = Item::kEvent;
@@ -446,8 +491,14 @@ void CallbackStream::DispatchLoop() {
       continue;
     }
     Dispatch(item);
-    absl::MutexLock lock(&mu_);
-    dispatching_ = false;
+    std::optional<v1::ClientMessage> ack;
+    {
+      absl::MutexLock lock(&mu_);
+      dispatching_ = false;
+      --item.conn->pending;
+      ack = AckLocked(*item.conn);
+    }
+    if (ack.has_value()) Send(item.conn, *std::move(ack));
   }
 }
 

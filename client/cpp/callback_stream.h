@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -60,6 +61,14 @@ class CallbackStream {
   // once the reader finishes the call.
   struct Connection {
     uint64_t generation = 0;
+    // Acknowledged delivery (guarded by CallbackStream::mu_): messages read,
+    // events among them not yet handled by callbacks, and the count last
+    // acknowledged. What the server may send beyond the acknowledged count is
+    // bounded by its window, so a client whose callbacks stall soon gets no
+    // more and its subscriptions end LAGGING on the server.
+    int64_t received = 0;
+    int64_t pending = 0;
+    int64_t acked = 0;
     // Kept alive with its call.
     std::shared_ptr<grpc::Channel> channel;
     grpc::ClientContext context;
@@ -128,6 +137,11 @@ class CallbackStream {
   void Dispatch(Item& item) ABSL_LOCKS_EXCLUDED(mu_);
 
   void ReportError(const absl::Status& status) const;
+
+  // An Ack for `conn` when enough was taken since the last one (or nothing
+  // is pending any more); none otherwise.
+  static std::optional<v1::ClientMessage> AckLocked(Connection& conn)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   bool CanQueueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || queue_.size() < options_.max_pending_events;

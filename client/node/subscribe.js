@@ -50,6 +50,9 @@ const FATAL_CODES = new Set([
 
 const TERMINAL_STATES = new Set(['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED']);
 const BACKOFF_FIRST_MS = 200;
+// Messages taken between Acks (acknowledged delivery: the server sends at most
+// its window beyond what was acknowledged, so a stalled client gets no more).
+const ACK_EVERY = 32;
 const BACKOFF_MAX_MS = 5000;
 
 function log(message) {
@@ -196,8 +199,28 @@ class Follower {
     const call = this.clients.callbacks.Connect(callMetadata(this.options.token));
     this.call = call;
     this.subs.clear();
+    // Acknowledged delivery: messages handled on this call, and the count
+    // last acknowledged. Each message is handled as it arrives, so the Ack
+    // goes out every ACK_EVERY messages, and once a burst has been handled.
+    const flow = {taken: 0, acked: 0, scheduled: false};
+    const ack = () => {
+      flow.scheduled = false;
+      if (this.call === call && flow.taken > flow.acked) {
+        flow.acked = flow.taken;
+        this.send({ack: {taken: flow.taken}});
+      }
+    };
+    this.send({ack: {taken: 0}});
     call.on('data', (message) => {
-      if (this.call === call) this.handle(message);
+      if (this.call !== call) return;
+      this.handle(message);
+      flow.taken += 1;
+      if (flow.taken - flow.acked >= ACK_EVERY) {
+        ack();
+      } else if (!flow.scheduled) {
+        flow.scheduled = true;
+        setImmediate(ack);
+      }
     });
     // Every call ends with one status (after its 'error' event, if any).
     call.on('error', () => {});

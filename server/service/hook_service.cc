@@ -1,5 +1,7 @@
 #include "server/service/hook_service.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -55,12 +57,14 @@ class ConnectReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   ConnectReactor(grpc::CallbackServerContext* context, events::EventBus* bus,
-                 const Authorizer* authorizer, auth::Principal who)
+                 const Authorizer* authorizer, auth::Principal who,
+                 int64_t window)
       : context_(context),
         authorizer_(authorizer),
         generation_(authorizer->generation()),
         who_(std::move(who)),
-        link_(std::make_shared<Link>()) {
+        link_(std::make_shared<Link>()),
+        window_(window) {
     {
       absl::MutexLock lock(&link_->mu);
       link_->reactor = this;
@@ -242,13 +246,47 @@ class ConnectReactor final
         Queue(std::move(out));
         break;
       }
+      case v1::ClientMessage::kAck:
+        HandleAck(message.ack());
+        break;
       case v1::ClientMessage::KIND_NOT_SET:
         QueueError(
             "", absl::InvalidArgumentError(
-                    "empty ClientMessage: set subscribe, unsubscribe, reply or "
-                    "extend_deadline"));
+                    "empty ClientMessage: set subscribe, unsubscribe, reply, "
+                    "extend_deadline or ack"));
         break;
     }
+  }
+
+  // The client's count of messages taken: turns acknowledged delivery on,
+  // and may open the window for more.
+  void HandleAck(const v1::Ack& ack) {
+    absl::Status bad;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ack.taken() < taken_ || ack.taken() > written_) {
+        bad = absl::InvalidArgumentError(absl::StrCat(
+            "Ack.taken: ", ack.taken(), " is ",
+            ack.taken() < taken_
+                ? absl::StrCat("below the ", taken_, " acknowledged before")
+                : absl::StrCat("more than the ", written_,
+                               " messages sent on this stream")));
+      } else {
+        acking_ = true;
+        taken_ = ack.taken();
+      }
+    }
+    if (!bad.ok()) {
+      QueueError("", bad);
+      return;
+    }
+    MaybeWrite();
+  }
+
+  // Whether the bus may have the next write: always, unless the client
+  // acknowledges and `window_` messages are unacknowledged.
+  bool WindowOpenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !acking_ || written_ - taken_ < window_;
   }
 
   // Starts the next write if none is in flight; finishes the RPC once the
@@ -265,6 +303,7 @@ class ConnectReactor final
     while (true) {
       bool stop;
       bool resume_read = false;
+      bool window_open;
       std::optional<grpc::Status> revoked;
       {
         absl::MutexLock lock(&mu_);
@@ -280,11 +319,17 @@ class ConnectReactor final
             resume_read = true;
           }
         }
+        window_open = WindowOpenLocked();
       }
       if (resume_read) StartRead(&in_);
-      if (!stop && current_ == nullptr) current_ = stream_->Next();
+      if (!stop && current_ == nullptr && window_open)
+        current_ = stream_->Next();
       if (!stop && current_ != nullptr) {
         ToByteBuffer(current_, &out_);
+        {
+          absl::MutexLock lock(&mu_);
+          ++written_;
+        }
         StartWrite(&out_);
         return;  // OnWriteDone frees the slot
       }
@@ -328,6 +373,12 @@ class ConnectReactor final
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   // Set when the caller's credential was revoked: the stream's status.
   std::optional<grpc::Status> revoked_ ABSL_GUARDED_BY(mu_);
+  // Acknowledged delivery: on once the client sent an Ack; messages written
+  // so far, and how many of them the client took.
+  const int64_t window_;
+  bool acking_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t written_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t taken_ ABSL_GUARDED_BY(mu_) = 0;
   // The message being written; only the holder of the write slot touches it.
   events::OutgoingPtr current_;
   grpc::ByteBuffer out_;
@@ -343,7 +394,8 @@ HookServiceImpl::Connect(grpc::CallbackServerContext* context) {
     return RejectStream<grpc::ByteBuffer, grpc::ByteBuffer>(
         ToGrpcStatus(who.status()));
   }
-  return new ConnectReactor(context, bus_, authorizer_, *std::move(who));
+  return new ConnectReactor(context, bus_, authorizer_, *std::move(who),
+                            std::max<int64_t>(stream_window_, 1));
 }
 
 }  // namespace yolohook::service

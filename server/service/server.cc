@@ -142,8 +142,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
                                                        started.message()));
     }
   }
-  s->services_.push_back(
-      std::make_unique<HookServiceImpl>(s->bus_.get(), s->authorizer_.get()));
+  s->services_.push_back(std::make_unique<HookServiceImpl>(
+      s->bus_.get(), s->authorizer_.get(), options.stream_window));
   s->services_.push_back(std::make_unique<InfoServiceImpl>(
       InfoFor(options), s->authorizer_.get()));
 
@@ -186,6 +186,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Options options) {
 v1::ServerInfo Server::InfoFor(const Options& options) {
   const std::map<std::string, int64_t> limits = {
       {"queue_limit", static_cast<int64_t>(options.queue_limit)},
+      {"stream_window", std::max<int64_t>(options.stream_window, 1)},
       {"max_subscriptions",
        static_cast<int64_t>(std::max<size_t>(options.max_subscriptions, 1))},
       {"default_reply_timeout_ms",

@@ -44,6 +44,9 @@ class Server {
     absl::Duration max_reply_timeout =
         absl::Seconds(60);      // cap, extensions included
     size_t queue_limit = 1024;  // messages per subscription before LAGGING
+    // Messages a Connect stream whose client sends Acks may have
+    // unacknowledged (see HookServiceImpl).
+    int64_t stream_window = 256;
     int max_message_bytes = 64 << 20;  // gRPC receive limit (inline images)
     // host:port serving GET /metrics (Prometheus text format) over plain
     // HTTP, without authentication; "" = off; port 0 picks a free one.

@@ -1,6 +1,8 @@
 """One scenario for the three clients: follow a training job through a proxy
 that cuts every connection twice while the job runs; each client must print
 every event of the job exactly once, in seq order, from 1 to the job's last.
+The server's stream window is small, so each client must also acknowledge
+what it takes (Ack) to get to the end.
 
     python3 resume_scenario.py --yolohookd=PATH --cli=PATH --node_dir=DIR
 
@@ -149,7 +151,9 @@ def main():
     os.environ["YOLOHOOKD"] = args.yolohookd
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    server = Yolohookd()
+    # A small window: a client that did not acknowledge what it takes would
+    # stall after 8 messages and never see the job's end.
+    server = Yolohookd("--stream_window=8")
     proxy = Proxy(server.address)
     results = {}
     try:

@@ -478,6 +478,75 @@ TEST_F(ServiceTest, BlockedObserverEndsLaggingAndResumesWithoutLossOrRepeat) {
   resume_on(fresh, "a new stream");
 }
 
+// A client that acknowledges what it takes gets at most the stream's window
+// beyond that, whatever its HTTP/2 window: when it stalls, events wait on the
+// server, in the subscription's bounded queue, which ends LAGGING there; the
+// job is not held back.
+TEST_F(ServiceTest,
+       AcknowledgingObserverThatStallsEndsLaggingWhateverItsWindow) {
+  Server::Options options;
+  options.data_dir = dir_.path();
+  options.queue_limit = 8;
+  options.stream_window = 16;
+  StartServer(options);
+  // Default channel settings: BDP probing grows the windows to megabytes.
+  HookStream stream(channel_);
+  v1::ClientMessage ack;
+  ack.mutable_ack()->set_taken(0);
+  ASSERT_TRUE(stream.Send(ack));
+  v1::Subscribe sub;
+  sub.set_subscription_id("stalled");
+  (*sub.mutable_match_labels())["run"] = "stall";
+  Subscribe(stream, sub);  // message 1
+
+  const int epochs = 50;
+  v1::Job job = Submit(v1::MODE_TRAIN, {{"epochs", absl::StrCat(epochs)}},
+                       {{"run", "stall"}});
+  v1::Job done = WaitDone(job.id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(server_->bus().stats().lagging_ended, 1);
+  // Unacknowledged, at most the window reached the client: 16 messages, the
+  // Subscribed among them, however many events the job fired.
+  std::vector<int64_t> seen;
+  std::optional<v1::SubscriptionEnded> ended;
+  int received = 1;
+  while (auto m = stream.Read(absl::Milliseconds(300))) {
+    ++received;
+    if (m->has_subscription_ended()) {
+      ended = m->subscription_ended();
+      break;
+    }
+    ASSERT_TRUE(m->has_event()) << m->DebugString();
+    seen.push_back(m->event().seq());
+  }
+  EXPECT_LE(received, 16);
+  EXPECT_GT(testing::FakeRunner::TrainEvents(epochs), 100);
+
+  // Taking them opens the window: the rest of what was queued, then the end.
+  if (!ended.has_value()) {
+    ack.mutable_ack()->set_taken(received);
+    ASSERT_TRUE(stream.Send(ack));
+    std::vector<int64_t> rest;
+    std::tie(rest, ended) = ReadUntilEnded(stream, job.id());
+    seen.insert(seen.end(), rest.begin(), rest.end());
+  }
+  ASSERT_EQ(ended->reason(), v1::END_REASON_LAGGING) << ended->DebugString();
+  const int64_t resume = ended->resume_seq().at(job.id());
+  std::vector<int64_t> expected;
+  for (int64_t s = 1; s < resume; ++s) expected.push_back(s);
+  EXPECT_EQ(seen, expected);
+  EXPECT_LE(resume, 16 + 8);
+
+  // An Ack for more than was sent is refused, naming the field.
+  ack.mutable_ack()->set_taken(100000);
+  ASSERT_TRUE(stream.Send(ack));
+  auto error = stream.ReadUntil(
+      [](const v1::ServerMessage& m) { return m.has_error(); });
+  ASSERT_TRUE(error.has_value());
+  EXPECT_THAT(error->error().message(),
+              HasSubstr("Ack.taken: 100000 is more than the"));
+}
+
 TEST_F(ServiceTest, ObserverResumingWhileTheJobRunsGoesFromReplayToLive) {
   Start(/*queue_limit=*/8);
   // An interceptor holds the job at on_train_end, after thousands of events.

@@ -299,13 +299,35 @@ class _Sub:
         self.end_error = None
 
 
+# How many messages the client takes between Acks (fewer when it catches up).
+_ACK_EVERY = 32
+
+
 class _Connection:
-    """One Connect call; messages for it go through its queue (a request iterator)."""
+    """One Connect call; messages for it go through its queue (a request iterator).
+
+    Acknowledged delivery (fields guarded by Client._cond): messages read,
+    events among them not yet handled by callbacks, and the count last
+    acknowledged. The server sends at most its window beyond what was
+    acknowledged, so a client whose callbacks stall soon gets no more, and
+    its subscriptions end LAGGING on the server.
+    """
 
     def __init__(self, generation):
         self.generation = generation
         self.queue = queue.Queue()
         self.call = None
+        self.received = 0
+        self.pending = 0
+        self.acked = 0
+
+    def ack_locked(self):
+        """An Ack message when enough was taken since the last one, else None."""
+        taken = self.received - self.pending
+        if taken - self.acked >= _ACK_EVERY or (self.pending == 0 and taken > self.acked):
+            self.acked = taken
+            return callbacks_pb2.ClientMessage(ack=callbacks_pb2.Ack(taken=taken))
+        return None
 
     def requests(self):
         while True:
@@ -736,6 +758,9 @@ class Client:
                 subscribes = [m for s in list(self._subs.values())
                               if not s.ending and s.generation != conn.generation
                               for m in self._resubscribe(s, conn.generation)]
+            # Acknowledged delivery first: the server then holds back what
+            # this client does not take.
+            conn.send(callbacks_pb2.ClientMessage(ack=callbacks_pb2.Ack(taken=0)))
             for message in subscribes:
                 conn.send(message)
             problem = None
@@ -787,6 +812,17 @@ class Client:
 
     def _handle(self, conn, message):
         kind = message.WhichOneof("kind")
+        # Every message counts as received; an event stays pending until its
+        # callback ran, the others are taken at once.
+        with self._cond:
+            conn.received += 1
+            if kind == "event":
+                conn.pending += 1
+                ack = None
+            else:
+                ack = conn.ack_locked()
+        if ack is not None:
+            conn.send(ack)
         if kind == "subscribed":
             ack = message.subscribed
             catchups = []
@@ -820,6 +856,12 @@ class Client:
                     drop = event.seq < sub.next_seq.get(event.job_id, 0)
                     if not drop:
                         sub.next_seq[event.job_id] = event.seq + 1
+                ack = None
+                if drop:
+                    conn.pending -= 1  # taken without a callback
+                    ack = conn.ack_locked()
+            if ack is not None:
+                conn.send(ack)
             if drop:
                 # A job waits for an interceptor's reply: never leave it waiting.
                 if event.reply_required:
@@ -1008,12 +1050,17 @@ class Client:
                 continue
             with self._cond:
                 self._dispatching = True
+            conn = item[3]
             try:
                 self._dispatch(*item[1:])
             finally:
                 with self._cond:
                     self._dispatching = False
+                    conn.pending -= 1
+                    ack = conn.ack_locked()
                     self._cond.notify_all()
+                if ack is not None:
+                    conn.send(ack)
 
     def _dispatch(self, sub, wire, conn):
         mutations = []

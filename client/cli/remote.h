@@ -16,17 +16,25 @@ namespace yolohook::cli {
 
 // Flags of the server-mode commands ("--name=value" anywhere on the line).
 struct RemoteFlags {
-  std::string server;                         // HOST:PORT ("" = run locally)
-  std::map<std::string, std::string> labels;  // jobs: labels to submit with
-  std::string events;    // watch: comma-separated event names ("" = all)
-  int64_t from_seq = 0;  // watch: first seq (0 = the command's default)
+  // HOST:PORT ("" = run locally)
+  std::string server;
+  // jobs: labels to submit with
+  std::map<std::string, std::string> labels;
+  // watch: comma-separated event names ("" = all)
+  std::string events;
+  // watch: first seq (0 = the command's default)
+  int64_t from_seq = 0;
   bool has_from_seq = false;
-  std::string token;       // bearer token ($YOLOHOOK_TOKEN)
-  std::string token_file;  // file holding it (--token_file,
-                           // $YOLOHOOK_TOKEN_FILE); wins over token
-  std::string tls_ca;      // PEM CA of the server's certificate: TLS
-  std::string tls_cert;    // PEM client certificate (mutual TLS)
-  std::string tls_key;     // its PEM private key
+  // bearer token ($YOLOHOOK_TOKEN)
+  std::string token;
+  // file holding it (--token_file, $YOLOHOOK_TOKEN_FILE); wins over token
+  std::string token_file;
+  // PEM CA of the server's certificate: TLS
+  std::string tls_ca;
+  // PEM client certificate (mutual TLS)
+  std::string tls_cert;
+  // its PEM private key
+  std::string tls_key;
 };
 
 // Submits a train/val/predict/export job and follows it, printing what a local

@@ -50,8 +50,10 @@ struct CallbackOptions {
     kObserve,    // receive events; never slows the job, never replies
     kIntercept,  // the job waits for each reply; changes become mutations
   };
-  Mode mode = kObserve;  // observe (default) or intercept
-  int priority = 0;      // interceptors run in ascending priority on the server
+  // observe (default) or intercept
+  Mode mode = kObserve;
+  // interceptors run in ascending priority on the server
+  int priority = 0;
   // Interceptors: how long the job waits per event (zero: Client::Options).
   absl::Duration reply_timeout = absl::ZeroDuration();
   // Interceptors: what a timeout or a disconnect does (UNSPECIFIED:
@@ -82,7 +84,8 @@ struct CallbackOptions {
 class Client {
  public:
   struct Options {
-    std::string target = "127.0.0.1:50051";  // the server, host:port
+    // the server, host:port
+    std::string target = "127.0.0.1:50051";
     // Channel credentials; null: built from the tls fields below (plaintext
     // when none is set). When set, the tls fields are ignored.
     std::shared_ptr<grpc::ChannelCredentials> credentials;
@@ -95,9 +98,12 @@ class Client {
     // TLS with the system's root certificates. Also on when any tls_ field
     // below is set.
     bool tls = false;
-    std::string tls_ca_file;    // PEM root CA that signed the server's cert
-    std::string tls_cert_file;  // PEM client certificate (mutual TLS)
-    std::string tls_key_file;   // PEM private key of tls_cert_file
+    // PEM root CA that signed the server's cert
+    std::string tls_ca_file;
+    // PEM client certificate (mutual TLS)
+    std::string tls_cert_file;
+    // PEM private key of tls_cert_file
+    std::string tls_key_file;
     // The name to check the server's certificate against ("" = the target's
     // host), e.g. when connecting through an address the cert does not name.
     std::string tls_server_name;
@@ -156,10 +162,14 @@ class Client {
   absl::StatusOr<v1::Job> Get(const std::string& id);
 
   struct ListQuery {
-    std::vector<v1::JobState> states;           // only these (empty: all)
-    std::map<std::string, std::string> labels;  // carrying all these labels
-    int page_size = 0;                          // 0: the server's default
-    std::string page_token;  // from a previous ListJobsResponse
+    // only these (empty: all)
+    std::vector<v1::JobState> states;
+    // carrying all these labels
+    std::map<std::string, std::string> labels;
+    // 0: the server's default
+    int page_size = 0;
+    // from a previous ListJobsResponse
+    std::string page_token;
   };
   absl::StatusOr<v1::ListJobsResponse> List(const ListQuery& query);
   absl::StatusOr<v1::Job> Cancel(const std::string& id);

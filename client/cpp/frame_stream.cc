@@ -137,17 +137,21 @@ class FrameStream::Impl {
   std::atomic<bool> cancelled_{false};
 
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  v1::Frame first_ ABSL_GUARDED_BY(write_mu_);  // args and labels
+  // args and labels
+  v1::Frame first_ ABSL_GUARDED_BY(write_mu_);
   bool first_sent_ ABSL_GUARDED_BY(write_mu_) = false;
   bool writes_closed_ ABSL_GUARDED_BY(write_mu_) = false;
   bool finished_ ABSL_GUARDED_BY(write_mu_) = false;
-  absl::Status status_ ABSL_GUARDED_BY(write_mu_);  // Finish's, once finished_
+  // Finish's, once finished_
+  absl::Status status_ ABSL_GUARDED_BY(write_mu_);
 
   absl::Mutex mu_;
-  std::deque<v1::FrameResult> results_ ABSL_GUARDED_BY(mu_);  // not yet taken
+  // not yet taken
+  std::deque<v1::FrameResult> results_ ABSL_GUARDED_BY(mu_);
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
 
-  std::thread reader_;  // last: started after everything it uses
+  // last: started after everything it uses
+  std::thread reader_;
 };
 
 std::unique_ptr<FrameStream> FrameStream::Open(

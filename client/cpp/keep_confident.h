@@ -15,7 +15,8 @@
 namespace yolohook {
 
 struct KeepConfidentOptions {
-  float min_conf = 0.5f;  // boxes below this confidence are dropped
+  // boxes below this confidence are dropped
+  float min_conf = 0.5f;
   // Class renames, old name -> new name (names are part of each Result).
   std::map<std::string, std::string> renames;
 };

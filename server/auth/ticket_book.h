@@ -55,7 +55,8 @@ class TicketBook {
     Principal who;
     std::string purpose;
     absl::Time expires;
-    uint64_t order;  // issue order, to drop the oldest
+    // issue order, to drop the oldest
+    uint64_t order;
   };
 
   absl::Time Now() const { return options_.now ? options_.now() : absl::Now(); }

@@ -40,7 +40,8 @@ bool Allows(Role have, Role need);
 
 // An authenticated client.
 struct Principal {
-  std::string name;  // from the token file; unique within it
+  // from the token file; unique within it
+  std::string name;
   Role role;
 };
 
@@ -75,7 +76,8 @@ class TokenStore {
 
  private:
   struct Entry {
-    std::string token;  // for certificate entries, the identity
+    // for certificate entries, the identity
+    std::string token;
     bool certificate = false;
     Principal principal;
   };

@@ -19,13 +19,20 @@ namespace yolohook {
 
 // One detection, in pixels of the original image.
 struct Box {
-  float x1 = 0;                     // left
-  float y1 = 0;                     // top
-  float x2 = 0;                     // right
-  float y2 = 0;                     // bottom
-  float conf = 0;                   // confidence in [0, 1]
-  int cls = 0;                      // class id, an index into names
-  std::optional<int64_t> track_id;  // set by trackers
+  // left
+  float x1 = 0;
+  // top
+  float y1 = 0;
+  // right
+  float x2 = 0;
+  // bottom
+  float y2 = 0;
+  // confidence in [0, 1]
+  float conf = 0;
+  // class id, an index into names
+  int cls = 0;
+  // set by trackers
+  std::optional<int64_t> track_id;
 };
 
 // Milliseconds spent per image in each phase.
@@ -37,12 +44,18 @@ struct Speed {
 
 // The result of predicting one image.
 struct Result {
-  std::string path;        // source path, or the name of an in-memory image
-  int orig_height = 0;     // original image height in pixels
-  int orig_width = 0;      // original image width in pixels
-  std::vector<Box> boxes;  // detections
-  std::vector<std::string> names;  // class names, indexed by class id
-  Speed speed;                     // per-phase timing for this image
+  // source path, or the name of an in-memory image
+  std::string path;
+  // original image height in pixels
+  int orig_height = 0;
+  // original image width in pixels
+  int orig_width = 0;
+  // detections
+  std::vector<Box> boxes;
+  // class names, indexed by class id
+  std::vector<std::string> names;
+  // per-phase timing for this image
+  Speed speed;
 };
 
 // A read-only view of a BGR image owned by the engine; valid only while the
@@ -50,38 +63,64 @@ struct Result {
 struct FrameView {
   int height = 0;
   int width = 0;
-  int64_t step = 0;              // bytes per row
-  const uint8_t* bgr = nullptr;  // height * step bytes, 3 channels, 8 bits
+  // bytes per row
+  int64_t step = 0;
+  // height * step bytes, 3 channels, 8 bits
+  const uint8_t* bgr = nullptr;
 };
 
 struct TrainerState {
   // Progress (read-only).
-  int epoch = 0;          // 0-based
-  int epochs = 0;         // planned epochs
-  int start_epoch = 0;    // first epoch of this run (> 0 when resumed)
-  int batch_index = 0;    // batch within the epoch, 0-based
-  int num_batches = 0;    // batches per epoch
-  int64_t iteration = 0;  // batches since the start of training
-  int batch_size = 0;     // images per batch
-  int imgsz = 0;          // training image size
-  double loss = 0;        // total loss of the last batch (sum of gains * items)
-  std::vector<double> loss_items;  // last batch: box, cls, dfl
-  std::vector<double> tloss;       // running mean over the epoch: box, cls, dfl
-  std::vector<std::string> loss_names;    // "box_loss", "cls_loss", "dfl_loss"
-  std::map<std::string, double> metrics;  // last validation, Ultralytics keys
-  double fitness = 0;       // fitness of the last validation (mAP50-95)
-  double best_fitness = 0;  // best fitness so far
-  std::map<std::string, double> lr;  // "lr/pg0", "lr/pg1", "lr/pg2"
-  double epoch_time = 0;             // seconds spent in the last finished epoch
-  double elapsed = 0;                // seconds since on_train_start
-  std::string save_dir;              // run directory
-  std::string last;                  // weights/last.pt
-  std::string best;                  // weights/best.pt
-  std::map<std::string, std::string> args;  // the job's arguments
-  std::vector<std::string> names;           // class names
+  // 0-based
+  int epoch = 0;
+  // planned epochs
+  int epochs = 0;
+  // first epoch of this run (> 0 when resumed)
+  int start_epoch = 0;
+  // batch within the epoch, 0-based
+  int batch_index = 0;
+  // batches per epoch
+  int num_batches = 0;
+  // batches since the start of training
+  int64_t iteration = 0;
+  // images per batch
+  int batch_size = 0;
+  // training image size
+  int imgsz = 0;
+  // total loss of the last batch (sum of gains * items)
+  double loss = 0;
+  // last batch: box, cls, dfl
+  std::vector<double> loss_items;
+  // running mean over the epoch: box, cls, dfl
+  std::vector<double> tloss;
+  // "box_loss", "cls_loss", "dfl_loss"
+  std::vector<std::string> loss_names;
+  // last validation, Ultralytics keys
+  std::map<std::string, double> metrics;
+  // fitness of the last validation (mAP50-95)
+  double fitness = 0;
+  // best fitness so far
+  double best_fitness = 0;
+  // "lr/pg0", "lr/pg1", "lr/pg2"
+  std::map<std::string, double> lr;
+  // seconds spent in the last finished epoch
+  double epoch_time = 0;
+  // seconds since on_train_start
+  double elapsed = 0;
+  // run directory
+  std::string save_dir;
+  // weights/last.pt
+  std::string last;
+  // weights/best.pt
+  std::string best;
+  // the job's arguments
+  std::map<std::string, std::string> args;
+  // class names
+  std::vector<std::string> names;
 
   // Mutable by callbacks.
-  bool stop = false;  // end training after this epoch's validation and saving
+  // end training after this epoch's validation and saving
+  bool stop = false;
   // Extra metrics, written to results.csv as extra columns (and kept in
   // metrics).
   std::map<std::string, double> logged_metrics;
@@ -94,8 +133,10 @@ struct TrainerState {
 struct ClassMetrics {
   int cls = 0;
   std::string name;
-  int images = 0;     // images with at least one label of this class
-  int instances = 0;  // labels of this class
+  // images with at least one label of this class
+  int images = 0;
+  // labels of this class
+  int instances = 0;
   double precision = 0;
   double recall = 0;
   double map50 = 0;
@@ -103,11 +144,15 @@ struct ClassMetrics {
 };
 
 struct ValidatorState {
-  bool training = false;  // inside a train job (validating the EMA model)
-  int epoch = -1;         // training epoch, 0-based (-1 when standalone)
-  int batch_index = 0;    // 0-based
+  // inside a train job (validating the EMA model)
+  bool training = false;
+  // training epoch, 0-based (-1 when standalone)
+  int epoch = -1;
+  // 0-based
+  int batch_index = 0;
   int num_batches = 0;
-  int64_t seen = 0;  // images validated so far
+  // images validated so far
+  int64_t seen = 0;
   std::vector<std::string> names;
   std::string save_dir;
   std::map<std::string, std::string> args;
@@ -123,34 +168,44 @@ struct ValidatorState {
   std::vector<std::vector<int64_t>> confusion_matrix;
   double fitness = 0;
   Speed speed;
-  double loss_ms = 0;  // per-image loss computation time (training only)
+  // per-image loss computation time (training only)
+  double loss_ms = 0;
 };
 
 struct PredictorState {
-  std::string source_type;  // image, folder, glob, list, video, memory
-  std::string save_dir;     // run directory ("" when nothing is saved)
+  // image, folder, glob, list, video, memory
+  std::string source_type;
+  // run directory ("" when nothing is saved)
+  std::string save_dir;
   std::map<std::string, std::string> args;
-  int batch_index = 0;             // 0-based
-  int64_t seen = 0;                // images predicted so far
-  std::vector<std::string> paths;  // this batch's sources
-  std::vector<FrameView> frames;   // this batch's original images
-  std::vector<std::string>
-      strings;  // per image: "image 1/3 a.jpg: 320x320 2 circles"
-  std::vector<int64_t>
-      frame_indices;  // video frame numbers (-1 for still images)
+  // 0-based
+  int batch_index = 0;
+  // images predicted so far
+  int64_t seen = 0;
+  // this batch's sources
+  std::vector<std::string> paths;
+  // this batch's original images
+  std::vector<FrameView> frames;
+  // per image: "image 1/3 a.jpg: 320x320 2 circles"
+  std::vector<std::string> strings;
+  // video frame numbers (-1 for still images)
+  std::vector<int64_t> frame_indices;
   // Mutable by callbacks: what is saved and returned. Replacements are
   // validated (class ids within names, finite, ordered corners).
   std::vector<Result> results;
 };
 
 struct ExporterState {
-  std::string file;    // source weights
-  std::string format;  // "onnx"
+  // source weights
+  std::string file;
+  // "onnx"
+  std::string format;
   int imgsz = 0;
-  std::map<std::string, std::string>
-      metadata;  // stride, names, task, batch, imgsz, date, version
+  // stride, names, task, batch, imgsz, date, version
+  std::map<std::string, std::string> metadata;
   std::map<std::string, std::string> args;
-  std::string output;  // exported file (set at on_export_end)
+  // exported file (set at on_export_end)
+  std::string output;
 };
 
 // What a callback receives: the event and the state of the object that fired

@@ -57,8 +57,10 @@ namespace yolohook::dashboard {
 class Dashboard {
  public:
   struct Options {
-    jobs::JobManager* manager = nullptr;  // jobs to list, submit and cancel
-    events::EventBus* bus = nullptr;      // events to stream
+    // jobs to list, submit and cancel
+    jobs::JobManager* manager = nullptr;
+    // events to stream
+    events::EventBus* bus = nullptr;
     // Bearer tokens and roles; null: no authentication (every caller is an
     // admin).
     const auth::TokenRegistry* tokens = nullptr;

@@ -45,18 +45,26 @@ absl::StatusOr<int64_t> ParseLastEventId(absl::string_view value);
 class EventFeed {
  public:
   struct Options {
-    std::string job_id;                // the job to follow
-    int64_t after_seq = 0;             // deliver events with seq > after_seq
-    bool include_images = false;       // predictor events carry their frames
-    std::vector<std::string> events;   // event names; empty: all 25
-    size_t max_chunk_bytes = 1 << 20;  // Next returns at most about this much
+    // the job to follow
+    std::string job_id;
+    // deliver events with seq > after_seq
+    int64_t after_seq = 0;
+    // predictor events carry their frames
+    bool include_images = false;
+    // event names; empty: all 25
+    std::vector<std::string> events;
+    // Next returns at most about this much
+    size_t max_chunk_bytes = 1 << 20;
   };
 
   // What Next returns.
   struct Chunk {
-    std::string text;       // SSE messages to write (may be empty: nothing new)
-    bool done = false;      // the feed ended; write text and close
-    bool finished = false;  // done because the job's events were all sent
+    // SSE messages to write (may be empty: nothing new)
+    std::string text;
+    // the feed ended; write text and close
+    bool done = false;
+    // done because the job's events were all sent
+    bool finished = false;
   };
 
   // Subscribes. Errors: NOT_FOUND for a job the server never had,

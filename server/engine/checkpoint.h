@@ -19,21 +19,32 @@ namespace yolohook::engine {
 inline constexpr char kCheckpointFormat[] = "yolohook-checkpoint-1";
 
 struct Checkpoint {
-  nn::ModelOptions options;        // architecture (scale multiples, nc)
-  std::vector<std::string> names;  // class names
-  Config args;                     // the training arguments
-  int epoch = -1;  // last finished epoch, 0-based (-1: training finished)
-  double best_fitness = 0;            // best fitness so far
-  int64_t ema_updates = 0;            // EMA update count
-  nn::DetectionModel model{nullptr};  // training weights
-  nn::DetectionModel ema{
-      nullptr};                // EMA weights (used for inference); may be null
-  std::string optimizer_name;  // "SGD" or "AdamW" ("" when not saved)
-  std::string
-      optimizer_state;  // serialized optimizer archive ("" when not saved)
-  std::map<std::string, double> train_metrics;  // last validation's metrics
-  std::string date;                             // ISO 8601 save time
-  std::string version;  // yolohook version that wrote it
+  // architecture (scale multiples, nc)
+  nn::ModelOptions options;
+  // class names
+  std::vector<std::string> names;
+  // the training arguments
+  Config args;
+  // last finished epoch, 0-based (-1: training finished)
+  int epoch = -1;
+  // best fitness so far
+  double best_fitness = 0;
+  // EMA update count
+  int64_t ema_updates = 0;
+  // training weights
+  nn::DetectionModel model{nullptr};
+  // EMA weights (used for inference); may be null
+  nn::DetectionModel ema{nullptr};
+  // "SGD" or "AdamW" ("" when not saved)
+  std::string optimizer_name;
+  // serialized optimizer archive ("" when not saved)
+  std::string optimizer_state;
+  // last validation's metrics
+  std::map<std::string, double> train_metrics;
+  // ISO 8601 save time
+  std::string date;
+  // yolohook version that wrote it
+  std::string version;
 
   // The weights to predict with: the EMA when present.
   nn::DetectionModel InferenceModel() const { return ema ? ema : model; }

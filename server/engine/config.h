@@ -28,85 +28,134 @@ absl::StatusOr<Mode> ModeFromName(absl::string_view name);
 
 struct Config {
   // --- What to run on.
-  std::string model = "yolov8n";  // yolov8{n,s,m}[.yaml] (new), a .pt
-                                  // checkpoint, or an .onnx file
-  std::string data =
-      "shapes";        // a data.yaml path, or "shapes" for the built-in dataset
-  std::string source;  // predict: image, folder, glob, .txt list or video file
-  std::string data_dir;  // datasets and runs live here ("" = $YOLOHOOK_DATA_DIR
-                         // or ~/.yolohook)
-  std::string device = "cpu";  // only "cpu": these builds have no accelerator
-  int threads = 0;             // LibTorch intra-op threads (0 = all cores)
+  // yolov8{n,s,m}[.yaml] (new), a .pt checkpoint, or an .onnx file
+  std::string model = "yolov8n";
+  // a data.yaml path, or "shapes" for the built-in dataset
+  std::string data = "shapes";
+  // predict: image, folder, glob, .txt list or video file
+  std::string source;
+  // datasets and runs live here ("" = $YOLOHOOK_DATA_DIR or ~/.yolohook)
+  std::string data_dir;
+  // only "cpu": these builds have no accelerator
+  std::string device = "cpu";
+  // LibTorch intra-op threads (0 = all cores)
+  int threads = 0;
 
   // --- Training loop.
-  int epochs = 100;  // epochs to train
-  int patience =
-      100;           // epochs without fitness improvement before early stopping
-  int batch = 16;    // images per batch
-  int imgsz = 640;   // square input size, a multiple of 32
-  bool save = true;  // save checkpoints (train) or annotated images (predict)
-  int save_period =
-      -1;           // also save weights/epochN.pt every N epochs (-1 = never)
-  int workers = 2;  // data loading threads
-  std::string
-      project;  // parent of run directories ("" = {data_dir}/runs/detect)
-  std::string
-      name;  // run directory name ("" = the mode's name: train, val, ...)
-  bool exist_ok =
-      false;  // reuse an existing run directory instead of numbering a new one
-  std::string optimizer = "auto";  // SGD, AdamW or auto (Ultralytics' rule)
-  bool verbose = true;             // print per-epoch progress and tables
-  int seed = 0;           // seed for weights init, shuffling and augmentation
-  bool cos_lr = false;    // cosine instead of linear learning-rate decay
-  int close_mosaic = 10;  // disable mosaic for the last N epochs
-  std::string resume;  // "true" resumes {project}/{name}/weights/last.pt, or a
-                       // last.pt path
-  double fraction = 1.0;  // fraction of the training set to use
-  bool val = true;        // validate every epoch
-  bool plots = true;      // write results.png
+  // epochs to train
+  int epochs = 100;
+  // epochs without fitness improvement before early stopping
+  int patience = 100;
+  // images per batch
+  int batch = 16;
+  // square input size, a multiple of 32
+  int imgsz = 640;
+  // save checkpoints (train) or annotated images (predict)
+  bool save = true;
+  // also save weights/epochN.pt every N epochs (-1 = never)
+  int save_period = -1;
+  // data loading threads
+  int workers = 2;
+  // parent of run directories ("" = {data_dir}/runs/detect)
+  std::string project;
+  // run directory name ("" = the mode's name: train, val, ...)
+  std::string name;
+  // reuse an existing run directory instead of numbering a new one
+  bool exist_ok = false;
+  // SGD, AdamW or auto (Ultralytics' rule)
+  std::string optimizer = "auto";
+  // print per-epoch progress and tables
+  bool verbose = true;
+  // seed for weights init, shuffling and augmentation
+  int seed = 0;
+  // cosine instead of linear learning-rate decay
+  bool cos_lr = false;
+  // disable mosaic for the last N epochs
+  int close_mosaic = 10;
+  // "true" resumes {project}/{name}/weights/last.pt, or a last.pt path
+  std::string resume;
+  // fraction of the training set to use
+  double fraction = 1.0;
+  // validate every epoch
+  bool val = true;
+  // write results.png
+  bool plots = true;
 
   // --- Validation and prediction.
-  std::string split =
-      "val";  // dataset split validated by `val`: val, test or train
-  double conf =
-      -1;  // confidence threshold (-1 = 0.25 for predict, 0.001 for val)
-  double iou = 0.7;           // NMS IoU threshold
-  int max_det = 300;          // detections kept per image
-  bool agnostic_nms = false;  // class-agnostic NMS
-  std::vector<int> classes;   // keep only these class ids (empty = all)
-  int vid_stride = 1;         // predict every Nth video frame
-  bool save_txt = false;      // predict: write labels/*.txt
-  bool save_conf = false;     // predict: append confidence to saved labels
-  bool show_labels = true;    // predict: draw class names on saved images
-  bool show_conf = true;      // predict: draw confidences on saved images
-  int line_width = 0;         // predict: box line width (0 = from image size)
+  // dataset split validated by `val`: val, test or train
+  std::string split = "val";
+  // confidence threshold (-1 = 0.25 for predict, 0.001 for val)
+  double conf = -1;
+  // NMS IoU threshold
+  double iou = 0.7;
+  // detections kept per image
+  int max_det = 300;
+  // class-agnostic NMS
+  bool agnostic_nms = false;
+  // keep only these class ids (empty = all)
+  std::vector<int> classes;
+  // predict every Nth video frame
+  int vid_stride = 1;
+  // predict: write labels/*.txt
+  bool save_txt = false;
+  // predict: append confidence to saved labels
+  bool save_conf = false;
+  // predict: draw class names on saved images
+  bool show_labels = true;
+  // predict: draw confidences on saved images
+  bool show_conf = true;
+  // predict: box line width (0 = from image size)
+  int line_width = 0;
 
   // --- Export.
-  std::string format = "onnx";  // export format (onnx)
-  int opset = 12;               // ONNX opset
+  // export format (onnx)
+  std::string format = "onnx";
+  // ONNX opset
+  int opset = 12;
 
   // --- Hyperparameters (tunable while training; see HyperparameterNames()).
-  double lr0 = 0.01;             // initial learning rate
-  double lrf = 0.01;             // final learning rate as a fraction of lr0
-  double momentum = 0.937;       // SGD momentum / Adam beta1
-  double weight_decay = 0.0005;  // weight decay of convolution weights
-  double warmup_epochs = 3.0;    // warmup length in epochs (fractions allowed)
-  double warmup_momentum = 0.8;  // momentum at the start of warmup
-  double warmup_bias_lr = 0.1;   // bias learning rate at the start of warmup
-  double box = 7.5;              // box (CIoU) loss gain
-  double cls = 0.5;              // classification (BCE) loss gain
-  double dfl = 1.5;              // distribution focal loss gain
-  int nbs = 64;            // nominal batch size: gradients accumulate to it
-  double hsv_h = 0.015;    // hue augmentation (fraction)
-  double hsv_s = 0.7;      // saturation augmentation (fraction)
-  double hsv_v = 0.4;      // value augmentation (fraction)
-  double degrees = 0.0;    // rotation augmentation (degrees)
-  double translate = 0.1;  // translation augmentation (fraction)
-  double scale = 0.5;      // scale augmentation (gain)
-  double shear = 0.0;      // shear augmentation (degrees)
-  double fliplr = 0.5;     // horizontal flip probability
-  double flipud = 0.0;     // vertical flip probability
-  double mosaic = 1.0;     // mosaic probability
+  // initial learning rate
+  double lr0 = 0.01;
+  // final learning rate as a fraction of lr0
+  double lrf = 0.01;
+  // SGD momentum / Adam beta1
+  double momentum = 0.937;
+  // weight decay of convolution weights
+  double weight_decay = 0.0005;
+  // warmup length in epochs (fractions allowed)
+  double warmup_epochs = 3.0;
+  // momentum at the start of warmup
+  double warmup_momentum = 0.8;
+  // bias learning rate at the start of warmup
+  double warmup_bias_lr = 0.1;
+  // box (CIoU) loss gain
+  double box = 7.5;
+  // classification (BCE) loss gain
+  double cls = 0.5;
+  // distribution focal loss gain
+  double dfl = 1.5;
+  // nominal batch size: gradients accumulate to it
+  int nbs = 64;
+  // hue augmentation (fraction)
+  double hsv_h = 0.015;
+  // saturation augmentation (fraction)
+  double hsv_s = 0.7;
+  // value augmentation (fraction)
+  double hsv_v = 0.4;
+  // rotation augmentation (degrees)
+  double degrees = 0.0;
+  // translation augmentation (fraction)
+  double translate = 0.1;
+  // scale augmentation (gain)
+  double scale = 0.5;
+  // shear augmentation (degrees)
+  double shear = 0.0;
+  // horizontal flip probability
+  double fliplr = 0.5;
+  // vertical flip probability
+  double flipud = 0.0;
+  // mosaic probability
+  double mosaic = 1.0;
 
   // The keys ApplyArgs set, i.e. what the user gave rather than a default:
   // a value the user gave is honoured where a default would be adjusted.

@@ -20,8 +20,10 @@ namespace yolohook::engine {
 
 // An image handed over in memory (the server's inline images).
 struct InputImage {
-  std::string name;  // reported as the result's path
-  std::string data;  // encoded JPEG or PNG bytes
+  // reported as the result's path
+  std::string name;
+  // encoded JPEG or PNG bytes
+  std::string data;
 };
 
 // A predict run fed frame by frame by its caller (a remote video stream):
@@ -63,33 +65,44 @@ struct RunOptions {
 };
 
 struct TrainSummary {
-  std::string save_dir;  // run directory
-  std::string last;      // weights/last.pt
-  std::string best;      // weights/best.pt
-  int epochs_completed =
-      0;  // epochs run in this call (including resumed ones before)
-  bool stopped_early = false;  // a callback or early stopping ended training
-  std::map<std::string, double> metrics;  // final validation of best.pt
-  double seconds = 0;                     // wall time
+  // run directory
+  std::string save_dir;
+  // weights/last.pt
+  std::string last;
+  // weights/best.pt
+  std::string best;
+  // epochs run in this call (including resumed ones before)
+  int epochs_completed = 0;
+  // a callback or early stopping ended training
+  bool stopped_early = false;
+  // final validation of best.pt
+  std::map<std::string, double> metrics;
+  // wall time
+  double seconds = 0;
 };
 
 struct ValSummary {
   std::string save_dir;
-  std::map<std::string, double> metrics;  // Ultralytics keys plus "fitness"
+  // Ultralytics keys plus "fitness"
+  std::map<std::string, double> metrics;
   std::vector<ClassMetrics> per_class;
   std::vector<std::vector<int64_t>> confusion_matrix;
-  Speed speed;  // ms per image
+  // ms per image
+  Speed speed;
   int images = 0;
   int instances = 0;
 };
 
 struct PredictSummary {
-  std::string save_dir;         // "" when nothing was saved
-  std::vector<Result> results;  // per image, after callbacks
+  // "" when nothing was saved
+  std::string save_dir;
+  // per image, after callbacks
+  std::vector<Result> results;
 };
 
 struct ExportSummary {
-  std::string file;  // exported file
+  // exported file
+  std::string file;
   double seconds = 0;
 };
 

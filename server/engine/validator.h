@@ -24,14 +24,20 @@ namespace yolohook::engine {
 class Validator {
  public:
   struct Options {
-    int imgsz = 640;     // letterbox size
-    int batch = 32;      // images per batch
-    int workers = 2;     // loading threads
-    nn::NmsOptions nms;  // conf 0.001, iou 0.7, max_det 300 for mAP
-    bool training =
-        false;  // inside a train job: events say so, losses are computed
-    bool per_class = false;  // print one table row per class
-    bool verbose = true;     // print the table (and speed) at the end
+    // letterbox size
+    int imgsz = 640;
+    // images per batch
+    int batch = 32;
+    // loading threads
+    int workers = 2;
+    // conf 0.001, iou 0.7, max_det 300 for mAP
+    nn::NmsOptions nms;
+    // inside a train job: events say so, losses are computed
+    bool training = false;
+    // print one table row per class
+    bool per_class = false;
+    // print the table (and speed) at the end
+    bool verbose = true;
   };
 
   Validator(std::vector<data::ImageRecord> records,

@@ -24,13 +24,20 @@ std::string SummarizeMutation(const v1::Mutation& mutation,
 
 // One audited reply.
 struct AuditEntry {
-  std::string client;           // who: the stream's client name
-  std::string job_id;           // the event's job
-  std::string event;            // the event's name ("" when no event awaited)
-  int64_t seq = 0;              // the event's seq
-  std::string subscription_id;  // the subscription the reply came on
-  std::vector<std::string> changes;  // applied: SummarizeMutation of each
-  std::string rejected;              // non-empty: the reason nothing applied
+  // who: the stream's client name
+  std::string client;
+  // the event's job
+  std::string job_id;
+  // the event's name ("" when no event awaited)
+  std::string event;
+  // the event's seq
+  int64_t seq = 0;
+  // the subscription the reply came on
+  std::string subscription_id;
+  // applied: SummarizeMutation of each
+  std::vector<std::string> changes;
+  // non-empty: the reason nothing applied
+  std::string rejected;
 };
 
 // The line written for `entry`, without a trailing newline:

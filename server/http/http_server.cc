@@ -421,7 +421,8 @@ struct Server::Route {
   std::string method;
   std::string path;
   bool prefix = false;
-  Handler handler;  // one of these two
+  // one of these two
+  Handler handler;
   StreamHandler stream;
 };
 

@@ -54,12 +54,18 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // One parsed request, as handlers see it.
 struct Request {
-  std::string method;  // "GET", "POST", ... (HEAD reaches GET handlers as HEAD)
-  std::string path;    // percent-decoded, without the query
-  std::string query;   // raw, without the '?'
-  Headers headers;     // in arrival order, names as sent
-  std::string body;    // Content-Length bytes
-  std::string peer;    // "ip:port" of the client
+  // "GET", "POST", ... (HEAD reaches GET handlers as HEAD)
+  std::string method;
+  // percent-decoded, without the query
+  std::string path;
+  // raw, without the '?'
+  std::string query;
+  // in arrival order, names as sent
+  Headers headers;
+  // Content-Length bytes
+  std::string body;
+  // "ip:port" of the client
+  std::string peer;
 
   // The first header called `name` (case-insensitive); "" when absent.
   std::string Header(absl::string_view name) const;
@@ -190,7 +196,8 @@ class Server {
   std::atomic<int> port_{0};
   std::atomic<bool> stopping_{false};
   int listen_fd_ = -1;
-  int wake_read_ = -1;  // readable once Shutdown starts: wakes every poll
+  // readable once Shutdown starts: wakes every poll
+  int wake_read_ = -1;
   int wake_write_ = -1;
   std::thread acceptor_;
 

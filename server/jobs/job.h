@@ -36,8 +36,10 @@ bool IsFinished(JobState state);
 
 // A file a job produced.
 struct Artifact {
-  std::string kind;  // weights_best, weights_last, onnx, results_csv, ...
-  std::string path;  // path on the server
+  // weights_best, weights_last, onnx, results_csv, ...
+  std::string kind;
+  // path on the server
+  std::string path;
 
   bool operator==(const Artifact& other) const {
     return kind == other.kind && path == other.path;
@@ -65,22 +67,34 @@ struct JobRecord {
   // History entries kept per job; older ones are dropped.
   static constexpr size_t kMaxHistory = 64;
 
-  std::string id;                             // server-assigned, unique
-  Mode mode = Mode::kTrain;                   // what it runs
-  JobState state = JobState::kQueued;         // where it is in its lifecycle
-  std::map<std::string, std::string> args;    // key=value arguments
-  std::map<std::string, std::string> labels;  // for selecting jobs
-  absl::Time create_time =
-      absl::InfinitePast();  // accepted (InfinitePast: unset)
-  absl::Time start_time =
-      absl::InfinitePast();  // started running (unset: not yet)
-  absl::Time end_time = absl::InfinitePast();  // finished (unset: not yet)
-  std::string error;     // why it failed, was cancelled or interrupted
-  std::string save_dir;  // run directory
-  std::map<std::string, double> metrics;  // final metrics (train, val)
-  std::vector<Result> results;            // predict: one per image
-  std::vector<Artifact> artifacts;        // files produced
-  int64_t last_seq = 0;                   // seq of the job's last event so far
+  // server-assigned, unique
+  std::string id;
+  // what it runs
+  Mode mode = Mode::kTrain;
+  // where it is in its lifecycle
+  JobState state = JobState::kQueued;
+  // key=value arguments
+  std::map<std::string, std::string> args;
+  // for selecting jobs
+  std::map<std::string, std::string> labels;
+  // accepted (InfinitePast: unset)
+  absl::Time create_time = absl::InfinitePast();
+  // started running (unset: not yet)
+  absl::Time start_time = absl::InfinitePast();
+  // finished (unset: not yet)
+  absl::Time end_time = absl::InfinitePast();
+  // why it failed, was cancelled or interrupted
+  std::string error;
+  // run directory
+  std::string save_dir;
+  // final metrics (train, val)
+  std::map<std::string, double> metrics;
+  // predict: one per image
+  std::vector<Result> results;
+  // files produced
+  std::vector<Artifact> artifacts;
+  // seq of the job's last event so far
+  int64_t last_seq = 0;
   // Which run of the job this is: 1 from submission, one more each time an
   // interrupted job is queued again to resume.
   int attempt = 0;

@@ -290,7 +290,8 @@ absl::StatusOr<JobRecord> JobManager::Submit(
   YH_ASSIGN_OR_RETURN(const Args checked, Validate(mode, args, labels, images));
   auto active = std::make_shared<Active>();
   JobRecord record;
-  int position = 0;  // among the jobs waiting, this one included
+  // among the jobs waiting, this one included
+  int position = 0;
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) {

@@ -69,15 +69,18 @@ class Runner {
 class JobManager {
  public:
   struct Options {
-    int concurrency = 1;  // queued jobs running at once (runner threads)
-    int max_queued = 64;  // queued jobs; Submit beyond: RESOURCE_EXHAUSTED
-    int max_direct =
-        4;  // RunNow jobs running at once; RESOURCE_EXHAUSTED beyond
-    int max_images = 0;  // inline images per job (0 = no limit)
-    int64_t max_image_pixels =
-        0;  // width x height of an inline image or frame (0 = no limit)
-    bool resume_interrupted =
-        true;  // on creation, requeue interrupted train jobs
+    // queued jobs running at once (runner threads)
+    int concurrency = 1;
+    // queued jobs; Submit beyond: RESOURCE_EXHAUSTED
+    int max_queued = 64;
+    // RunNow jobs running at once; RESOURCE_EXHAUSTED beyond
+    int max_direct = 4;
+    // inline images per job (0 = no limit)
+    int max_images = 0;
+    // width x height of an inline image or frame (0 = no limit)
+    int64_t max_image_pixels = 0;
+    // on creation, requeue interrupted train jobs
+    bool resume_interrupted = true;
     // Receives each job's log lines, prefixed "[<job id>] ". Null: stdout.
     std::function<void(absl::string_view line)> log;
     // The clock for job times (tests inject a fake). Null: absl::Now.
@@ -179,13 +182,20 @@ class JobManager {
  private:
   // A job the manager is queuing or running.
   struct Active {
-    JobRecord record;                        // the latest state (persisted)
-    std::vector<engine::InputImage> images;  // predict: inline images
-    engine::FrameStream stream;              // predict: a frame stream
-    std::atomic<bool> cancel{false};         // the engine's cancel flag
-    std::string cancel_reason;               // who or what cancelled it
-    bool interrupt = false;                  // cancelled by Shutdown(true)
-    DoneCallback done;                       // RunNow only
+    // the latest state (persisted)
+    JobRecord record;
+    // predict: inline images
+    std::vector<engine::InputImage> images;
+    // predict: a frame stream
+    engine::FrameStream stream;
+    // the engine's cancel flag
+    std::atomic<bool> cancel{false};
+    // who or what cancelled it
+    std::string cancel_reason;
+    // cancelled by Shutdown(true)
+    bool interrupt = false;
+    // RunNow only
+    DoneCallback done;
   };
   // A thread running a RunNow job.
   struct DirectThread {

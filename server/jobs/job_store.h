@@ -25,16 +25,22 @@ namespace yolohook::jobs {
 
 // Which jobs List returns.
 struct ListQuery {
-  std::vector<JobState> states;               // only these states (empty: all)
-  std::map<std::string, std::string> labels;  // only jobs carrying all of these
-  int limit = 0;           // at most this many (0: kDefaultListLimit)
-  std::string page_token;  // from a previous ListPage ("" : the first page)
+  // only these states (empty: all)
+  std::vector<JobState> states;
+  // only jobs carrying all of these
+  std::map<std::string, std::string> labels;
+  // at most this many (0: kDefaultListLimit)
+  int limit = 0;
+  // from a previous ListPage ("" : the first page)
+  std::string page_token;
 };
 
 // One page of List.
 struct ListPage {
-  std::vector<JobRecord> jobs;  // newest first
-  std::string next_page_token;  // for the next page; "" on the last page
+  // newest first
+  std::vector<JobRecord> jobs;
+  // for the next page; "" on the last page
+  std::string next_page_token;
 };
 
 // Which finished jobs (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED) are deleted
@@ -70,8 +76,10 @@ struct RetentionResult {
 // keyed by (job_id, seq). Thread-safe: one mutex serializes every statement.
 class JobStore : public events::EventLog {
  public:
-  static constexpr int kDefaultListLimit = 100;  // List's limit when 0
-  static constexpr int kMaxListLimit = 1000;     // larger limits are clamped
+  // List's limit when 0
+  static constexpr int kDefaultListLimit = 100;
+  // larger limits are clamped
+  static constexpr int kMaxListLimit = 1000;
 
   struct Options {
     // The database never grows past this (bytes; 0: no limit): writes beyond

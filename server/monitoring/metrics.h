@@ -67,8 +67,10 @@ class Histogram {
   void Observe(double value);
 
   struct Snapshot {
-    std::vector<double> bounds;       // as given, without +Inf
-    std::vector<int64_t> cumulative;  // per bound, then +Inf (= count)
+    // as given, without +Inf
+    std::vector<double> bounds;
+    // per bound, then +Inf (= count)
+    std::vector<int64_t> cumulative;
     double sum = 0;
     int64_t count = 0;
   };
@@ -77,7 +79,8 @@ class Histogram {
 
  private:
   std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<int64_t>[]> buckets_;  // bounds_.size() + 1
+  // bounds_.size() + 1
+  std::unique_ptr<std::atomic<int64_t>[]> buckets_;
   std::atomic<double> sum_{0};
 };
 

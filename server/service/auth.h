@@ -82,10 +82,13 @@ grpc::ServerBidiReactor<Request, Response>* RejectStream(grpc::Status status) {
 
 // PEM files of the server's TLS.
 struct TlsFiles {
-  std::string cert;       // certificate chain (--tls_cert); "" = plaintext
-  std::string key;        // its private key (--tls_key)
-  std::string client_ca;  // CA that signs client certificates
-                          // (--tls_client_ca); "" = no client certificates
+  // certificate chain (--tls_cert); "" = plaintext
+  std::string cert;
+  // its private key (--tls_key)
+  std::string key;
+  // CA that signs client certificates (--tls_client_ca); "" = no client
+  // certificates
+  std::string client_ca;
 };
 
 // The credentials to listen with: insecure when `files` names nothing, TLS

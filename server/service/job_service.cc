@@ -170,15 +170,18 @@ class PredictStreamReactor final
 
  private:
   struct Entry {
-    int64_t index;  // Frame.index
+    // Frame.index
+    int64_t index;
     engine::InputImage image;
-    absl::Time received;  // for the frame's latency
+    // for the frame's latency
+    absl::Time received;
   };
   // What the job's thread and JobManager::Cancel share with the reactor;
   // shared because Cancel may wake the stream after the call has ended.
   struct State {
     absl::Mutex mu;
-    std::deque<Entry> frames ABSL_GUARDED_BY(mu);   // read, not yet predicted
+    // read, not yet predicted
+    std::deque<Entry> frames ABSL_GUARDED_BY(mu);
     bool input_closed ABSL_GUARDED_BY(mu) = false;  // no frame will follow
   };
 
@@ -362,26 +365,32 @@ class PredictStreamReactor final
 
   grpc::CallbackServerContext* const context_;
   jobs::JobManager* const manager_;
-  ServerMetrics* const metrics_;  // may be null
+  // may be null
+  ServerMetrics* const metrics_;
   const std::shared_ptr<State> state_;
-  grpc::ByteBuffer in_;      // the read in flight
-  v1::Frame frame_;          // in_, parsed
-  int64_t frames_read_ = 0;  // messages parsed so far (reactor's reads only)
-  std::string job_id_ ABSL_GUARDED_BY(state_->mu);  // "" until the first frame
-  bool job_starting_ ABSL_GUARDED_BY(state_->mu) = false;  // in RunStream
-  std::deque<int64_t> indices_
-      ABSL_GUARDED_BY(state_->mu);  // frames predicted, result not yet out
-  std::deque<absl::Time> received_
-      ABSL_GUARDED_BY(state_->mu);  // when each of indices_ arrived
+  // the read in flight
+  grpc::ByteBuffer in_;
+  // in_, parsed
+  v1::Frame frame_;
+  // messages parsed so far (reactor's reads only)
+  int64_t frames_read_ = 0;
+  // "" until the first frame
+  std::string job_id_ ABSL_GUARDED_BY(state_->mu);
+  // in RunStream
+  bool job_starting_ ABSL_GUARDED_BY(state_->mu) = false;
+  // frames predicted, result not yet out
+  std::deque<int64_t> indices_ ABSL_GUARDED_BY(state_->mu);
+  // when each of indices_ arrived
+  std::deque<absl::Time> received_ ABSL_GUARDED_BY(state_->mu);
   bool reading_paused_ ABSL_GUARDED_BY(state_->mu) = false;
-  std::deque<grpc::ByteBuffer> writes_
-      ABSL_GUARDED_BY(state_->mu);  // serialized results; front: being written
+  // serialized results; front: being written
+  std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(state_->mu);
   bool writing_ ABSL_GUARDED_BY(state_->mu) = false;
   bool client_gone_ ABSL_GUARDED_BY(state_->mu) = false;
-  std::optional<grpc::Status> job_status_
-      ABSL_GUARDED_BY(state_->mu);  // set when the job ended
-  std::optional<grpc::Status> rejected_
-      ABSL_GUARDED_BY(state_->mu);  // a frame broke a limit
+  // set when the job ended
+  std::optional<grpc::Status> job_status_ ABSL_GUARDED_BY(state_->mu);
+  // a frame broke a limit
+  std::optional<grpc::Status> rejected_ ABSL_GUARDED_BY(state_->mu);
   bool issuing_read_ ABSL_GUARDED_BY(state_->mu) = false;
   bool finishing_ ABSL_GUARDED_BY(state_->mu) = false;
   bool finish_deferred_ ABSL_GUARDED_BY(state_->mu) = false;

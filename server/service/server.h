@@ -34,20 +34,27 @@ namespace yolohook::service {
 class Server {
  public:
   struct Options {
-    std::string listen =
-        "127.0.0.1:50051";  // host:port; port 0 picks a free one
-    std::string data_dir;   // store, datasets and runs ("" = engine default)
-    int threads = 0;      // LibTorch threads per job (0 = cores / concurrency)
-    int concurrency = 1;  // queued jobs running at once
-    int max_queued = 64;  // queued jobs before RESOURCE_EXHAUSTED
-    absl::Duration reply_timeout = absl::Seconds(5);  // interceptors' default
-    absl::Duration max_reply_timeout =
-        absl::Seconds(60);      // cap, extensions included
-    size_t queue_limit = 1024;  // messages per subscription before LAGGING
+    // host:port; port 0 picks a free one
+    std::string listen = "127.0.0.1:50051";
+    // store, datasets and runs ("" = engine default)
+    std::string data_dir;
+    // LibTorch threads per job (0 = cores / concurrency)
+    int threads = 0;
+    // queued jobs running at once
+    int concurrency = 1;
+    // queued jobs before RESOURCE_EXHAUSTED
+    int max_queued = 64;
+    // interceptors' default
+    absl::Duration reply_timeout = absl::Seconds(5);
+    // cap, extensions included
+    absl::Duration max_reply_timeout = absl::Seconds(60);
+    // messages per subscription before LAGGING
+    size_t queue_limit = 1024;
     // Messages a Connect stream whose client sends Acks may have
     // unacknowledged (see HookServiceImpl).
     int64_t stream_window = 256;
-    int max_message_bytes = 64 << 20;  // gRPC receive limit (inline images)
+    // gRPC receive limit (inline images)
+    int max_message_bytes = 64 << 20;
     // host:port serving GET /metrics (Prometheus text format) over plain
     // HTTP, without authentication; "" = off; port 0 picks a free one.
     std::string metrics_listen;
@@ -61,18 +68,23 @@ class Server {
     // How often the token file is checked for changes (zero or infinite:
     // only ReloadTokens reloads it).
     absl::Duration token_file_check = absl::Seconds(2);
-    std::string tls_cert;       // PEM certificate chain; with tls_key: TLS
-    std::string tls_key;        // PEM private key of tls_cert
-    std::string tls_client_ca;  // PEM CA; clients need a certificate it signed
+    // PEM certificate chain; with tls_key: TLS
+    std::string tls_cert;
+    // PEM private key of tls_cert
+    std::string tls_key;
+    // PEM CA; clients need a certificate it signed
+    std::string tls_client_ca;
     // Serve a non-loopback address without a token file anyway.
     bool insecure = false;
     // Directories besides data_dir that jobs may name (datasets, models);
     // every path a job names must resolve inside one of them or data_dir.
     std::vector<std::string> allowed_roots;
-    size_t max_subscriptions = 64;  // per Connect stream; RESOURCE_EXHAUSTED
-    int max_images = 256;           // inline images per request
-    int64_t max_image_pixels =
-        40'000'000;  // width x height of an inline image or a frame
+    // per Connect stream; RESOURCE_EXHAUSTED
+    size_t max_subscriptions = 64;
+    // inline images per request
+    int max_images = 256;
+    // width x height of an inline image or a frame
+    int64_t max_image_pixels = 40'000'000;
     // Finished jobs the store keeps, with their events: by age, jobs
     // started by Predict or PredictStream for less, and at most
     // max_finished_jobs of them (zero: no limit of that kind).
@@ -167,7 +179,8 @@ class Server {
   std::unique_ptr<jobs::JobManager> manager_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<http::Server> http_;  // /metrics; null when off
+  // /metrics; null when off
+  std::unique_ptr<http::Server> http_;
   int port_ = 0;
   // Declared after the manager and the bus: its handlers use them, so it is
   // shut down (Shutdown) and destroyed first.

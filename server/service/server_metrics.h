@@ -38,7 +38,8 @@ class ServerMetrics {
 
  private:
   monitoring::Registry& registry_;
-  monitoring::Counter* submitted_[4];  // by Mode
+  // by Mode
+  monitoring::Counter* submitted_[4];
   monitoring::Histogram* predict_latency_;
   monitoring::Histogram* frame_latency_;
   monitoring::Histogram* round_trip_;

@@ -131,7 +131,8 @@ class FakeRunner : public jobs::Runner {
     jobs::JobRecord& job;
     const engine::RunOptions& run;
     std::string save_dir;
-    bool started = false;  // the first event fired
+    // the first event fired
+    bool started = false;
 
     std::string Arg(const std::string& key) const {
       auto it = job.args.find(key);

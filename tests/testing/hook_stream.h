@@ -185,8 +185,10 @@ class HookStream {
       grpc::ClientReaderWriter<v1::ClientMessage, v1::ServerMessage>>
       stream_;
   std::thread reader_;
-  bool finished_ = false;  // Finish ran (only the test's thread calls it)
-  grpc::Status status_;    // its result
+  // Finish ran (only the test's thread calls it)
+  bool finished_ = false;
+  // its result
+  grpc::Status status_;
   absl::Mutex write_mu_;
   bool write_closed_ ABSL_GUARDED_BY(write_mu_) = false;
   absl::Mutex mu_;

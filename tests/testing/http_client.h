@@ -23,7 +23,8 @@
 namespace yolohook::testing {
 
 struct HttpResponse {
-  int status = 0;  // 0 when no response could be read
+  // 0 when no response could be read
+  int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
 

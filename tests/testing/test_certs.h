@@ -15,12 +15,16 @@
 namespace yolohook::testing {
 
 struct TestCerts {
-  std::string ca;           // CA certificate (PEM)
-  std::string server_cert;  // signed by ca; SAN 127.0.0.1, localhost
+  // CA certificate (PEM)
+  std::string ca;
+  // signed by ca; SAN 127.0.0.1, localhost
+  std::string server_cert;
   std::string server_key;
-  std::string client_cert;  // signed by ca; CN test-client
+  // signed by ca; CN test-client
+  std::string client_cert;
   std::string client_key;
-  std::string other_client_cert;  // signed by another CA
+  // signed by another CA
+  std::string other_client_cert;
   std::string other_client_key;
 };
 

@@ -19,9 +19,12 @@ namespace yolohook::data {
 
 // How Letterbox mapped an image: letterboxed = original * ratio + pad.
 struct LetterboxInfo {
-  float ratio = 1;  // scale from original to letterboxed pixels
-  float pad_w = 0;  // left padding in letterboxed pixels
-  float pad_h = 0;  // top padding in letterboxed pixels
+  // scale from original to letterboxed pixels
+  float ratio = 1;
+  // left padding in letterboxed pixels
+  float pad_w = 0;
+  // top padding in letterboxed pixels
+  float pad_h = 0;
 };
 
 // The pad colour of letterboxing, mosaics and affine borders.
@@ -49,16 +52,26 @@ cv::Mat ResizeLongSide(const cv::Mat& image, int size, bool augment,
 
 // Training hyperparameters of the augmentations (Ultralytics' names).
 struct AugmentOptions {
-  double hsv_h = 0.015;    // hue gain (fraction)
-  double hsv_s = 0.7;      // saturation gain (fraction)
-  double hsv_v = 0.4;      // value gain (fraction)
-  double degrees = 0;      // rotation range (+/- degrees)
-  double translate = 0.1;  // translation range (+/- fraction of the size)
-  double scale = 0.5;      // scale range (+/- gain)
-  double shear = 0;        // shear range (+/- degrees)
-  double fliplr = 0.5;     // horizontal flip probability
-  double flipud = 0;       // vertical flip probability
-  double mosaic = 1.0;     // mosaic probability (0 disables)
+  // hue gain (fraction)
+  double hsv_h = 0.015;
+  // saturation gain (fraction)
+  double hsv_s = 0.7;
+  // value gain (fraction)
+  double hsv_v = 0.4;
+  // rotation range (+/- degrees)
+  double degrees = 0;
+  // translation range (+/- fraction of the size)
+  double translate = 0.1;
+  // scale range (+/- gain)
+  double scale = 0.5;
+  // shear range (+/- degrees)
+  double shear = 0;
+  // horizontal flip probability
+  double fliplr = 0.5;
+  // vertical flip probability
+  double flipud = 0;
+  // mosaic probability (0 disables)
+  double mosaic = 1.0;
 };
 
 // Settings under which the training pipeline only letterboxes.
@@ -66,11 +79,16 @@ AugmentOptions NoAugmentation();
 
 // A box in pixels of its image (corners, x2 > x1, y2 > y1).
 struct PixelBox {
-  int cls = 0;   // class id
-  float x1 = 0;  // left
-  float y1 = 0;  // top
-  float x2 = 0;  // right
-  float y2 = 0;  // bottom
+  // class id
+  int cls = 0;
+  // left
+  float x1 = 0;
+  // top
+  float y1 = 0;
+  // right
+  float x2 = 0;
+  // bottom
+  float y2 = 0;
 };
 
 // Normalised labels → pixel boxes of a width x height image.
@@ -83,8 +101,10 @@ std::vector<Label> ToLabels(const std::vector<PixelBox>& boxes, int width,
 
 // An image with its boxes in its pixels.
 struct LabeledImage {
-  cv::Mat image;                // CV_8UC3
-  std::vector<PixelBox> boxes;  // in pixels of `image`
+  // CV_8UC3
+  cv::Mat image;
+  // in pixels of `image`
+  std::vector<PixelBox> boxes;
 };
 
 // Places four images on a 2*size x 2*size canvas filled with 114 so that they

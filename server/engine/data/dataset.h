@@ -19,13 +19,18 @@ namespace yolohook::data {
 
 // One image ready for the model.
 struct Sample {
-  cv::Mat image;              // imgsz x imgsz, CV_8UC3 BGR, continuous
-  std::vector<Label> labels;  // normalised to `image`
-  std::string path;           // source image
-  int orig_height = 0;        // source height in pixels
-  int orig_width = 0;         // source width in pixels
-  LetterboxInfo letterbox;    // maps original → `image` (identity when
-                              // augmented)
+  // imgsz x imgsz, CV_8UC3 BGR, continuous
+  cv::Mat image;
+  // normalised to `image`
+  std::vector<Label> labels;
+  // source image
+  std::string path;
+  // source height in pixels
+  int orig_height = 0;
+  // source width in pixels
+  int orig_width = 0;
+  // maps original → `image` (identity when augmented)
+  LetterboxInfo letterbox;
 };
 
 // Loads and augments the images of a split (records from VerifyDataset).
@@ -42,11 +47,12 @@ struct Sample {
 class DetectionDataset {
  public:
   struct Options {
-    int imgsz = 640;            // output size
-    bool augment = false;       // training augmentation; false = plain
-                                // letterbox (validation)
-    bool cache_images = false;  // keep decoded images (resized so the long
-                                // side = imgsz) in memory
+    // output size
+    int imgsz = 640;
+    // training augmentation; false = plain letterbox (validation)
+    bool augment = false;
+    // keep decoded images (resized so the long side = imgsz) in memory
+    bool cache_images = false;
   };
 
   DetectionDataset(std::vector<ImageRecord> records,

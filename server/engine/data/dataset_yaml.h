@@ -12,13 +12,18 @@ namespace yolohook::data {
 
 // A parsed data.yaml with every split expanded to its image files.
 struct DatasetSpec {
-  std::string yaml_path;  // absolute path of data.yaml
-  std::string root;       // resolved `path`
-  std::vector<std::string>
-      train;                      // image files, absolute, sorted, deduplicated
-  std::vector<std::string> val;   // image files, absolute, sorted, deduplicated
-  std::vector<std::string> test;  // image files (empty when no `test` split)
-  std::vector<std::string> names;  // class names, index = class id
+  // absolute path of data.yaml
+  std::string yaml_path;
+  // resolved `path`
+  std::string root;
+  // image files, absolute, sorted, deduplicated
+  std::vector<std::string> train;
+  // image files, absolute, sorted, deduplicated
+  std::vector<std::string> val;
+  // image files (empty when no `test` split)
+  std::vector<std::string> test;
+  // class names, index = class id
+  std::vector<std::string> names;
 };
 
 // The image extensions a split directory or list contributes (lower case, with

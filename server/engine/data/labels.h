@@ -11,29 +11,44 @@ namespace yolohook::data {
 
 // One object: class id and box centre/size, normalised to the image.
 struct Label {
-  int cls = 0;   // class id
-  float xc = 0;  // box centre x / image width
-  float yc = 0;  // box centre y / image height
-  float w = 0;   // box width / image width
-  float h = 0;   // box height / image height
+  // class id
+  int cls = 0;
+  // box centre x / image width
+  float xc = 0;
+  // box centre y / image height
+  float yc = 0;
+  // box width / image width
+  float w = 0;
+  // box height / image height
+  float h = 0;
 };
 
 // A verified image and its labels.
 struct ImageRecord {
-  std::string image;          // path
-  std::vector<Label> labels;  // empty = background image
-  int width = 0;              // original width in pixels
-  int height = 0;             // original height in pixels
+  // path
+  std::string image;
+  // empty = background image
+  std::vector<Label> labels;
+  // original width in pixels
+  int width = 0;
+  // original height in pixels
+  int height = 0;
 };
 
 // What VerifyDataset found.
 struct VerifyReport {
-  int found = 0;       // images with a label file and labels
-  int missing = 0;     // images without a label file (backgrounds)
-  int empty = 0;       // empty label files
-  int corrupt = 0;     // images or label files skipped
-  int duplicates = 0;  // duplicate label rows removed
-  std::vector<std::string> warnings;  // one line each: file, line and reason
+  // images with a label file and labels
+  int found = 0;
+  // images without a label file (backgrounds)
+  int missing = 0;
+  // empty label files
+  int empty = 0;
+  // images or label files skipped
+  int corrupt = 0;
+  // duplicate label rows removed
+  int duplicates = 0;
+  // one line each: file, line and reason
+  std::vector<std::string> warnings;
 
   // "N images, B backgrounds, C corrupt": N counts every usable image,
   // backgrounds (no label file, or an empty one) included.

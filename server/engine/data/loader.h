@@ -19,8 +19,10 @@ namespace yolohook::data {
 
 // One batch of an epoch.
 struct Batch {
-  int64_t index = 0;            // batch index within the epoch
-  std::vector<Sample> samples;  // in order
+  // batch index within the epoch
+  int64_t index = 0;
+  // in order
+  std::vector<Sample> samples;
 };
 
 // Produces an epoch's batches on worker threads, ahead of the consumer
@@ -34,14 +36,19 @@ struct Batch {
 class DataLoader {
  public:
   struct Options {
-    int batch_size = 16;   // samples per batch
-    bool shuffle = false;  // reshuffle every epoch (seeded by seed and epoch)
-    int workers = 2;       // loading threads (0 = load on the consumer's
-                           // thread)
-    int prefetch = 4;      // batches prepared ahead
-    uint64_t seed = 0;     // shuffle and augmentation seed
-    bool augment = false;  // apply training augmentation with the epoch's
-                           // AugmentOptions (else NoAugmentation())
+    // samples per batch
+    int batch_size = 16;
+    // reshuffle every epoch (seeded by seed and epoch)
+    bool shuffle = false;
+    // loading threads (0 = load on the consumer's thread)
+    int workers = 2;
+    // batches prepared ahead
+    int prefetch = 4;
+    // shuffle and augmentation seed
+    uint64_t seed = 0;
+    // apply training augmentation with the epoch's AugmentOptions (else
+    // NoAugmentation())
+    bool augment = false;
   };
 
   DataLoader(const DetectionDataset* dataset, Options options);
@@ -86,7 +93,8 @@ class DataLoader {
   std::vector<size_t> order_;
   int64_t num_batches_ = 0;
 
-  std::atomic<bool> abandon_{false};  // checked between samples
+  // checked between samples
+  std::atomic<bool> abandon_{false};
   std::vector<std::thread> workers_;
 
   absl::Mutex mu_;

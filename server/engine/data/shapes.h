@@ -13,10 +13,14 @@ namespace yolohook::data {
 
 // How many images of what size GenerateShapes writes.
 struct ShapesOptions {
-  int train_images = 512;  // training images
-  int val_images = 128;    // validation images
-  int image_size = 320;    // images are about this size (each side 0.8x..1.2x)
-  uint32_t seed = 0;       // generation seed
+  // training images
+  int train_images = 512;
+  // validation images
+  int val_images = 128;
+  // images are about this size (each side 0.8x..1.2x)
+  int image_size = 320;
+  // generation seed
+  uint32_t seed = 0;
 };
 
 // The class names, in class id order: circle, rectangle, triangle, star,

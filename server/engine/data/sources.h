@@ -16,12 +16,14 @@ namespace yolohook {
 // One file of a source.
 struct SourceFile {
   std::string path;
-  bool video = false;  // by its extension
+  // by its extension
+  bool video = false;
 };
 
 // The files a source names, and what kind of source it is.
 struct ResolvedSource {
-  std::string type;  // image, video, folder, glob or list
+  // image, video, folder, glob or list
+  std::string type;
   std::vector<SourceFile> files;
 };
 

@@ -12,8 +12,10 @@
 namespace yolohook::exporter {
 
 struct OnnxExportOptions {
-  int imgsz = 640;  // square input size (a positive multiple of 32)
-  int opset = 12;   // ONNX opset: 11, 12 or 13 (what OpenCV 4.6 reads)
+  // square input size (a positive multiple of 32)
+  int imgsz = 640;
+  // ONNX opset: 11, 12 or 13 (what OpenCV 4.6 reads)
+  int opset = 12;
   // Written to metadata_props (stride, names, imgsz, task, date, version...).
   // Keys left out get defaults: task "detect", stride "32", batch "1", names
   // "class0".. (see onnx_metadata.h); imgsz is always the exported size.

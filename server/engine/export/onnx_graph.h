@@ -26,17 +26,24 @@ using Shape = std::vector<int64_t>;
 
 // A float tensor held on the host, row-major.
 struct FloatTensor {
-  Shape shape;              // dimensions
-  std::vector<float> data;  // product(shape) values
+  // dimensions
+  Shape shape;
+  // product(shape) values
+  std::vector<float> data;
 };
 
 // Metadata of the model file (ModelProto fields outside the graph).
 struct OnnxModelInfo {
-  int opset = 12;                // default-domain operator set version
-  std::string producer_name;     // ModelProto.producer_name
-  std::string producer_version;  // ModelProto.producer_version
-  std::string doc_string;        // ModelProto.doc_string
-  std::map<std::string, std::string> metadata;  // metadata_props
+  // default-domain operator set version
+  int opset = 12;
+  // ModelProto.producer_name
+  std::string producer_name;
+  // ModelProto.producer_version
+  std::string producer_version;
+  // ModelProto.doc_string
+  std::string doc_string;
+  // metadata_props
+  std::map<std::string, std::string> metadata;
 };
 
 // Builds one ONNX graph node by node. Each operator method takes the names of

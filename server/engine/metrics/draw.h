@@ -16,9 +16,12 @@ inline constexpr int kNumClassColors = 20;
 cv::Scalar ClassColor(int cls);
 
 struct DrawOptions {
-  bool show_labels = true;  // write the class name above each box
-  bool show_conf = true;    // write the confidence (two decimals)
-  int line_width = 0;       // box line width in pixels (0 = from image size)
+  // write the class name above each box
+  bool show_labels = true;
+  // write the confidence (two decimals)
+  bool show_conf = true;
+  // box line width in pixels (0 = from image size)
+  int line_width = 0;
 };
 
 // The line width DrawResult uses for an image of this size when

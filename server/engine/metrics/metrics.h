@@ -18,7 +18,8 @@
 namespace yolohook::metrics {
 
 // The IoU thresholds of mAP50-95.
-inline constexpr int kNumIouThresholds = 10;  // 0.50:0.05:0.95
+// 0.50:0.05:0.95
+inline constexpr int kNumIouThresholds = 10;
 
 // 0.50, 0.55, ..., 0.95.
 const std::array<double, kNumIouThresholds>& IouThresholds();
@@ -58,15 +59,23 @@ std::vector<double> Smooth(const std::vector<double>& y, double fraction);
 
 // The figures of a validation run.
 struct Summary {
-  double precision = 0;  // mean over classes at the confidence of max mean F1
-                         // (Ultralytics' ap_per_class)
-  double recall = 0;     // mean over classes at the same confidence
-  double map50 = 0;      // mean over classes present in the labels
-  double map50_95 = 0;   // mean over classes and the 10 IoU thresholds
-  double fitness = 0;    // = map50_95 (weights 0,0,0,1)
-  int images = 0;        // images validated
-  int instances = 0;     // labels
-  std::vector<ClassMetrics> per_class;  // classes present in the labels, by id
+  // mean over classes at the confidence of max mean F1 (Ultralytics'
+  // ap_per_class)
+  double precision = 0;
+  // mean over classes at the same confidence
+  double recall = 0;
+  // mean over classes present in the labels
+  double map50 = 0;
+  // mean over classes and the 10 IoU thresholds
+  double map50_95 = 0;
+  // = map50_95 (weights 0,0,0,1)
+  double fitness = 0;
+  // images validated
+  int images = 0;
+  // labels
+  int instances = 0;
+  // classes present in the labels, by id
+  std::vector<ClassMetrics> per_class;
   // (nc+1) x (nc+1), rows predicted, columns true; the last is background.
   std::vector<std::vector<int64_t>> confusion;
 
@@ -81,10 +90,11 @@ struct Summary {
 class DetectionMetrics {
  public:
   struct Options {
-    float confusion_conf = 0.25f;  // predictions counted in the confusion
-                                   // matrix have conf above this
-    float confusion_iou = 0.45f;   // a prediction and a label match in the
-                                   // confusion matrix when IoU is above this
+    // predictions counted in the confusion matrix have conf above this
+    float confusion_conf = 0.25f;
+    // a prediction and a label match in the confusion matrix when IoU is above
+    // this
+    float confusion_iou = 0.45f;
   };
 
   explicit DetectionMetrics(std::vector<std::string> names);
@@ -122,8 +132,10 @@ class DetectionMetrics {
   Options options_;
   int images_ = 0;
   std::vector<Prediction> predictions_;
-  std::vector<int> label_count_;  // per class: labels
-  std::vector<int> image_count_;  // per class: images with such a label
+  // per class: labels
+  std::vector<int> label_count_;
+  // per class: images with such a label
+  std::vector<int> image_count_;
   std::vector<std::vector<int64_t>> confusion_;
 };
 

@@ -61,7 +61,8 @@ class ResultsCsv {
   std::string path_;
   std::vector<std::string> columns_;
   std::vector<std::map<std::string, double>> rows_;
-  bool written_ = false;  // the file holds exactly columns_ and rows_
+  // the file holds exactly columns_ and rows_
+  bool written_ = false;
 };
 
 // Draws results.png from a results.csv: one small panel per column after

@@ -20,19 +20,27 @@
 namespace yolohook::nn {
 
 struct AssignerOptions {
-  int topk = 10;       // candidate anchors per ground-truth box
-  double alpha = 0.5;  // exponent of the class score in the align metric
-  double beta = 6.0;   // exponent of the CIoU in the align metric
-  double eps = 1e-9;   // guards divisions and the inside-box test
+  // candidate anchors per ground-truth box
+  int topk = 10;
+  // exponent of the class score in the align metric
+  double alpha = 0.5;
+  // exponent of the CIoU in the align metric
+  double beta = 6.0;
+  // guards divisions and the inside-box test
+  double eps = 1e-9;
 };
 
 struct AssignResult {
-  torch::Tensor target_labels;  // (B,A) int64
-  torch::Tensor target_bboxes;  // (B,A,4) xyxy, pixels
-  torch::Tensor target_scores;  // (B,A,nc) float, normalised alignment metric
-                                // on the assigned class
-  torch::Tensor fg_mask;        // (B,A) bool
-  torch::Tensor target_gt_idx;  // (B,A) int64
+  // (B,A) int64
+  torch::Tensor target_labels;
+  // (B,A,4) xyxy, pixels
+  torch::Tensor target_bboxes;
+  // (B,A,nc) float, normalised alignment metric on the assigned class
+  torch::Tensor target_scores;
+  // (B,A) bool
+  torch::Tensor fg_mask;
+  // (B,A) int64
+  torch::Tensor target_gt_idx;
 };
 
 // TaskAlignedAssigner as in Ultralytics v8: anchors whose centres fall inside
@@ -67,15 +75,19 @@ class TaskAlignedAssigner {
 };
 
 struct LossGains {
-  double box = 7.5;  // CIoU box loss gain
-  double cls = 0.5;  // BCE class loss gain
-  double dfl = 1.5;  // distribution focal loss gain
+  // CIoU box loss gain
+  double box = 7.5;
+  // BCE class loss gain
+  double cls = 0.5;
+  // distribution focal loss gain
+  double dfl = 1.5;
 };
 
 struct LossOutput {
-  torch::Tensor total;  // scalar to backward: (box + cls + dfl, each times its
-                        // gain) * batch size
-  torch::Tensor items;  // (3) detached: box, cls, dfl after gains
+  // scalar to backward: (box + cls + dfl, each times its gain) * batch size
+  torch::Tensor total;
+  // (3) detached: box, cls, dfl after gains
+  torch::Tensor items;
 };
 
 // v8 detection loss: BCE-with-logits class loss over all anchors /

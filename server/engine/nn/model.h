@@ -24,12 +24,18 @@
 namespace yolohook::nn {
 
 struct ModelOptions {
-  double depth_multiple = 0.33;  // repeats multiplier
-  double width_multiple = 0.25;  // channels multiplier
-  int max_channels = 1024;       // channel cap before width_multiple
-  int nc = 80;                   // classes
-  int reg_max = 16;              // DFL bins
-  std::string scale = "n";       // informative: n, s, m or custom
+  // repeats multiplier
+  double depth_multiple = 0.33;
+  // channels multiplier
+  double width_multiple = 0.25;
+  // channel cap before width_multiple
+  int max_channels = 1024;
+  // classes
+  int nc = 80;
+  // DFL bins
+  int reg_max = 16;
+  // informative: n, s, m or custom
+  std::string scale = "n";
 };
 
 // The options of a named scale: "n" (0.33, 0.25, 1024), "s" (0.33, 0.50,

@@ -49,13 +49,20 @@ torch::Tensor Bbox2Dist(const torch::Tensor& anchor_points,
                         const torch::Tensor& bbox, double max_dist);
 
 struct NmsOptions {
-  double conf = 0.25;        // minimum class confidence
-  double iou = 0.7;          // IoU threshold
-  int max_det = 300;         // boxes kept per image
-  bool agnostic = false;     // class-agnostic
-  std::vector<int> classes;  // keep only these classes (empty = all)
-  int max_nms = 30000;       // candidates considered, by confidence
-  double max_wh = 7680;      // class offset for batched NMS
+  // minimum class confidence
+  double conf = 0.25;
+  // IoU threshold
+  double iou = 0.7;
+  // boxes kept per image
+  int max_det = 300;
+  // class-agnostic
+  bool agnostic = false;
+  // keep only these classes (empty = all)
+  std::vector<int> classes;
+  // candidates considered, by confidence
+  int max_nms = 30000;
+  // class offset for batched NMS
+  double max_wh = 7680;
 };
 
 // prediction (B, 4+nc, A) as from Decode -> per image (N,6) float
